@@ -1,0 +1,35 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install compile bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	# The OPA engine: its wheel claims Python>=3.14 but runs on 3.11, so pip must be told.
+	$(BIN)/pip install --quiet --ignore-requires-python opa-golib-python-bindings==0.4.4
+	$(BIN)/pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlsec run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+compile: $(STAMP)
+	$(BIN)/mlsec compile -o pipeline.yaml
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf .mlsec local_outputs pipeline.yaml

@@ -1,0 +1,94 @@
+# Promotion gate: a stage alias may point at a version only if the registry's own copy verified,
+# every earlier gate allowed this exact model, the stage's bar is met and no stage is skipped.
+package mlsec.gates.promotion
+
+cfg := data.data[input.environment].promotion
+
+signing_cfg := data.data[input.environment].signing
+
+ev := input.evidence
+
+stage := cfg.stages[ev.target_stage]
+
+deny contains msg if {
+	not ev.kind == "mlsec.evidence.promotion/v1"
+	msg := sprintf("evidence kind %v is not mlsec.evidence.promotion/v1", [object.get(input, ["evidence", "kind"], null)])
+}
+
+deny contains msg if {
+	not cfg
+	msg := sprintf("no promotion policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	cfg
+	not stage
+	msg := sprintf("unknown stage %q (stages: %s)", [ev.target_stage, concat(", ", cfg.stage_order)])
+}
+
+deny contains msg if {
+	ev.registry.revoked
+	msg := sprintf("version %s is revoked", [ev.registry.version])
+}
+
+deny contains msg if {
+	some check in ["files_verified", "signature_verified", "attestation_verified"]
+	not ev.registry[check]
+	msg := sprintf("registry copy of version %s failed %s", [ev.registry.version, check])
+}
+
+deny contains msg if {
+	not signing_cfg.trust_any_signer
+	not ev.registry.signer in signing_cfg.allowed_signers
+	msg := sprintf("signer %s is not on the %s allow list", [ev.registry.signer, input.environment])
+}
+
+deny contains msg if {
+	some gate in cfg.required_gates
+	not gate_allowed(gate)
+	msg := sprintf("no allowing %s-gate decision for %s", [gate, expected_subject(gate)])
+}
+
+deny contains msg if {
+	ev.metrics.accuracy < stage.min_accuracy
+	msg := sprintf("accuracy %.3f below %s-stage minimum %.3f", [ev.metrics.accuracy, ev.target_stage, stage.min_accuracy])
+}
+
+deny contains msg if {
+	ev.metrics.auc < stage.min_auc
+	msg := sprintf("AUC %.3f below %s-stage minimum %.3f", [ev.metrics.auc, ev.target_stage, stage.min_auc])
+}
+
+deny contains msg if {
+	count(independent_approvals) < stage.min_approvals
+	msg := sprintf("%s needs %d approvals from people other than the author %q, has %d", [ev.target_stage, stage.min_approvals, ev.author, count(independent_approvals)])
+}
+
+deny contains msg if {
+	not cfg.allow_stage_skip
+	some i, s in cfg.stage_order
+	s == ev.target_stage
+	i > 0
+	not cfg.stage_order[i - 1] in ev.current_stages
+	msg := sprintf("cannot promote to %s: version is not in %s (stages may not be skipped)", [ev.target_stage, cfg.stage_order[i - 1]])
+}
+
+expected_subject("data") := ev.dataset_digest
+
+expected_subject(gate) := ev.subject.digest if gate != "data"
+
+gate_allowed(gate) if {
+	some d in input.decisions
+	d.gate == gate
+	d.allow
+	d.subject == expected_subject(gate)
+}
+
+independent_approvals := {a | some a in ev.approvals; a != ev.author}
+
+warn contains msg if {
+	cfg.allow_stage_skip
+	msg := sprintf("%s allows skipping stages", [input.environment])
+}
+
+decision := {"allow": count(deny) == 0, "deny": deny, "warn": warn}

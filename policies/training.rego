@@ -1,0 +1,57 @@
+# Training gate: the model is good enough and fair enough for this environment,
+# and the run that made it is on record.
+package mlsec.gates.training
+
+cfg := data.data[input.environment].training
+
+ev := input.evidence
+
+deny contains msg if {
+	not ev.kind == "mlsec.evidence.training/v1"
+	msg := sprintf("evidence kind %v is not mlsec.evidence.training/v1", [object.get(input, ["evidence", "kind"], null)])
+}
+
+deny contains msg if {
+	not cfg
+	msg := sprintf("no training policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	ev.metrics.accuracy < cfg.min_accuracy
+	msg := sprintf("accuracy %.3f below %s minimum %.3f", [ev.metrics.accuracy, input.environment, cfg.min_accuracy])
+}
+
+deny contains msg if {
+	ev.metrics.auc < cfg.min_auc
+	msg := sprintf("AUC %.3f below %s minimum %.3f", [ev.metrics.auc, input.environment, cfg.min_auc])
+}
+
+deny contains msg if {
+	ev.fairness.demographic_parity_difference > cfg.max_demographic_parity_difference
+	msg := sprintf("demographic parity difference %.3f on %q above %s maximum %.3f", [ev.fairness.demographic_parity_difference, ev.fairness.protected_attribute, input.environment, cfg.max_demographic_parity_difference])
+}
+
+deny contains msg if {
+	cfg.require_fairness
+	not ev.fairness
+	msg := sprintf("%s requires a fairness measurement and the evidence has none", [input.environment])
+}
+
+deny contains msg if {
+	not data_gate_allowed
+	msg := sprintf("no allowing data-gate decision for dataset %s", [ev.dataset_digest])
+}
+
+data_gate_allowed if {
+	some d in input.decisions
+	d.gate == "data"
+	d.allow
+	d.subject == ev.dataset_digest
+}
+
+warn contains msg if {
+	not ev.fairness
+	msg := "no fairness measurement in the evidence"
+}
+
+decision := {"allow": count(deny) == 0, "deny": deny, "warn": warn}

@@ -1,0 +1,57 @@
+"""A gate decision: the verdict plus everything needed to tell later what it was about."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlsec.digest import sha256_json
+from mlsec.evidence import utcnow
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    time: datetime = Field(default_factory=utcnow)
+    gate: str
+    environment: str
+    allow: bool
+    deny: list[str]
+    warn: list[str] = Field(default_factory=list)
+    subject: str | None  # digest of what was judged, when the evidence was well-formed enough to say
+    evidence_sha256: str | None
+    policy_sha256: str | None
+    engine: str
+
+    @property
+    def digest(self) -> str:
+        """Names this decision in attestations and registry records."""
+        return sha256_json(self.model_dump(mode="json"))
+
+    @property
+    def result(self) -> str:
+        return "allow" if self.allow else "deny"
+
+    def summary(self) -> str:
+        reasons = "; ".join(self.deny) if self.deny else "all checks passed"
+        return f"[{self.gate}] {self.result.upper()}: {reasons}"
+
+
+class GateDenied(RuntimeError):
+    def __init__(self, decision: Decision):
+        super().__init__(decision.summary())
+        self.decision = decision
+
+
+def write_decisions(path: Path, decisions: list[Decision]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([d.model_dump(mode="json") for d in decisions], indent=2))
+
+
+def read_decisions(path: Path) -> list[Decision]:
+    return [Decision.model_validate(d) for d in json.loads(path.read_text())]

@@ -1,0 +1,115 @@
+"""The OPA engine behind every gate: in-process (OPA's Go engine as a library) or an OPA server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from mlsec.digest import sha256_file, sha256_json
+
+
+class PolicyError(RuntimeError):
+    """The engine could not produce a decision; gates turn this into a deny."""
+
+
+class PolicyEngine(Protocol):
+    name: str
+    policy_sha256: str | None
+
+    def decide(self, gate: str, input_doc: dict[str, Any]) -> Any: ...
+
+
+def policy_files(root: Path, *, tests: bool = False) -> list[Path]:
+    files = sorted(root.rglob("*.rego"))
+    return [f for f in files if tests or not f.name.endswith("_test.rego")]
+
+
+def data_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.json"))
+
+
+def data_path(root: Path, file: Path) -> str:
+    """Where `opa run`/`opa test` would mount a data file: its directory relative to the root."""
+    return ".".join(file.parent.relative_to(root).parts)
+
+
+def bundle_digest(root: Path) -> str:
+    """Names the policy bundle: every non-test policy and every data file, by content."""
+    files = policy_files(root) + data_files(root)
+    return sha256_json({f.relative_to(root).as_posix(): sha256_file(f) for f in files})
+
+
+class InProcessEngine:
+    """OPA v1's Go engine loaded in-process through opa-golib-python-bindings."""
+
+    name = "opa-inprocess"
+
+    def __init__(self, root: Path, *, tests: bool = False) -> None:
+        from opa_bindings import OpaEngine, OpaError
+
+        self.root = root
+        self._opa = OpaEngine()
+        try:
+            for f in policy_files(root, tests=tests):
+                self._opa.add_policy(f.relative_to(root).as_posix(), f.read_text())
+            for f in data_files(root):
+                self._opa.add_data(json.loads(f.read_text()), data_path(root, f))
+        except OpaError as e:
+            self._opa.close()
+            raise PolicyError(f"cannot load policies from {root}: {e.message}") from e
+        except (OSError, json.JSONDecodeError) as e:
+            self._opa.close()
+            raise PolicyError(f"cannot load policies from {root}: {e}") from e
+        self.policy_sha256 = bundle_digest(root)
+
+    @property
+    def opa(self) -> Any:
+        return self._opa
+
+    def decide(self, gate: str, input_doc: dict[str, Any]) -> Any:
+        from opa_bindings import OpaError
+
+        try:
+            return self._opa.eval_document(f"mlsec.gates.{gate}.decision", input_doc)
+        except OpaError as e:
+            raise PolicyError(f"OPA evaluation failed: {e.message}") from e
+
+    def close(self) -> None:
+        self._opa.close()
+
+
+class HttpEngine:
+    """An OPA server's Data API, through opa-python-client, with a hard timeout and no retries."""
+
+    name = "opa-http"
+
+    def __init__(self, url: str, *, timeout_s: float, policy_sha256: str | None = None) -> None:
+        from opa_client import OpaClient
+
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise PolicyError(f"MLSEC_OPA_URL is not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        # retries=0: a slow or dead server must fail fast into a deny, not stall the pipeline.
+        self._client = OpaClient(
+            host=parts.hostname, port=port, ssl=parts.scheme == "https", retries=0, timeout=timeout_s
+        )
+        self.url = url
+        self.policy_sha256 = policy_sha256
+
+    def decide(self, gate: str, input_doc: dict[str, Any]) -> Any:
+        try:
+            response = self._client.query_rule(input_doc, f"mlsec/gates/{gate}", "decision")
+        except Exception as e:  # requests raises a zoo of types; every one of them is a deny
+            raise PolicyError(f"OPA server {self.url} failed: {type(e).__name__}: {e}") from e
+        if "result" not in response:
+            raise PolicyError(f"OPA server returned no result for mlsec.gates.{gate}.decision")
+        return response["result"]
+
+
+def default_engine(policy_root: Path, opa_url: str | None, timeout_s: float) -> PolicyEngine:
+    if opa_url:
+        return HttpEngine(opa_url, timeout_s=timeout_s)
+    return InProcessEngine(policy_root)

@@ -1,0 +1,99 @@
+"""evidence -> decision. Fails closed: whatever cannot be judged is a deny with the reason why."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlsec.digest import sha256_json
+from mlsec.evidence import Evidence
+from mlsec.gates.audit import AuditLog
+from mlsec.gates.decision import Decision
+from mlsec.gates.engine import PolicyEngine, PolicyError
+from mlsec.ingest.evidence import DataEvidence
+from mlsec.registry.evidence import PromotionEvidence
+from mlsec.serve.evidence import DeploymentEvidence
+from mlsec.sign.evidence import SigningEvidence
+from mlsec.train.evidence import TrainingEvidence
+
+GATES: dict[str, type[Evidence]] = {
+    "data": DataEvidence,
+    "training": TrainingEvidence,
+    "signing": SigningEvidence,
+    "promotion": PromotionEvidence,
+    "deployment": DeploymentEvidence,
+}
+
+
+def _field_errors(err: ValidationError) -> list[str]:
+    return [
+        f"evidence field '{'.'.join(str(p) for p in e['loc']) or '<root>'}': {e['msg']}"
+        for e in err.errors()
+    ]
+
+
+def _check_result(raw: Any) -> tuple[bool, list[str], list[str]]:
+    """The Rego decision must have exactly the promised shape; anything else is an engine fault."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("allow"), bool):
+        raise PolicyError(f"policy returned a malformed decision: {json.dumps(raw)[:200]}")
+    deny, warn = raw.get("deny", []), raw.get("warn", [])
+    if not all(isinstance(r, str) for r in [*deny, *warn]):
+        raise PolicyError("policy returned non-string reasons")
+    return raw["allow"], sorted(deny), sorted(warn)
+
+
+def evaluate(
+    gate: str,
+    evidence: Mapping[str, Any] | Evidence,
+    *,
+    environment: str,
+    engine: PolicyEngine,
+    decisions: Sequence[Decision] = (),
+    audit: AuditLog | None = None,
+) -> Decision:
+    doc = evidence.model_dump(mode="json") if isinstance(evidence, Evidence) else dict(evidence)
+    subject = doc.get("subject", {}).get("digest") if isinstance(doc.get("subject"), Mapping) else None
+    base = {
+        "gate": gate,
+        "environment": environment,
+        "evidence_sha256": sha256_json(doc),
+        "policy_sha256": engine.policy_sha256,
+        "engine": engine.name,
+    }
+
+    def deny(reasons: list[str], subj: str | None = subject) -> Decision:
+        return Decision(allow=False, deny=reasons, subject=subj, **base)
+
+    schema = GATES.get(gate)
+    if schema is None:
+        decision = deny([f"unknown gate '{gate}' (known: {', '.join(GATES)})"], None)
+    else:
+        try:
+            typed = schema.model_validate(doc)
+        except ValidationError as e:
+            decision = deny(_field_errors(e), None)
+        else:
+            input_doc = {
+                "environment": environment,
+                "evidence": typed.model_dump(mode="json"),
+                "decisions": [d.model_dump(mode="json") for d in decisions],
+            }
+            try:
+                allow, reasons, warnings = _check_result(engine.decide(gate, input_doc))
+            except PolicyError as e:
+                decision = deny([str(e)], typed.subject.digest)
+            else:
+                # A reason without allow=false, or allow without reasons, is not trusted: deny wins.
+                if allow and reasons:
+                    allow = False
+                if not allow and not reasons:
+                    reasons = ["policy denied without giving a reason"]
+                decision = Decision(
+                    allow=allow, deny=reasons, warn=warnings, subject=typed.subject.digest, **base
+                )
+    if audit is not None:
+        audit.append(decision)
+    return decision

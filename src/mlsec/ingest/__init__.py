@@ -1,0 +1,1 @@
+"""Ingest: load a dataset, validate it against its data contract, mask PII, fingerprint it."""

@@ -1,0 +1,32 @@
+"""What the promotion gate receives (mlsec.evidence.promotion/v1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mlsec.evidence import Evidence, Sha256, Strict
+from mlsec.train.evidence import Metrics
+
+
+class RegistryCheck(Strict):
+    """Facts the registry established from its own stored copy, not the uploader's disk."""
+
+    version: str
+    files_verified: bool
+    signature_verified: bool
+    attestation_verified: bool
+    signer: str
+    revoked: bool
+
+
+class PromotionEvidence(Evidence):
+    kind: Literal["mlsec.evidence.promotion/v1"] = "mlsec.evidence.promotion/v1"
+    target_stage: str
+    current_stages: list[str]  # stages whose alias points at this version now
+    dataset_digest: Sha256
+    metrics: Metrics
+    registry: RegistryCheck
+    author: str
+    approvals: list[str] = Field(default_factory=list)

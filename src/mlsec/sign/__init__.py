@@ -1,0 +1,1 @@
+"""Sign: OpenSSF model-signing over the model directory, plus a signed provenance attestation."""

@@ -1,0 +1,28 @@
+"""What the signing gate receives (mlsec.evidence.signing/v1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mlsec.evidence import Evidence, Sha256, Strict
+
+
+class SignatureCheck(Strict):
+    method: Literal["ecdsa-p256"]
+    verified: bool
+    signer: str  # "sha256:<fingerprint of the public key>"
+    signed_digest: Sha256  # the model digest recomputed from the verified signature's manifest
+
+
+class AttestationCheck(Strict):
+    verified: bool
+    subject_digest: Sha256
+    dataset_digest: Sha256
+    decision_digests: list[Sha256]
+
+
+class SigningEvidence(Evidence):
+    kind: Literal["mlsec.evidence.signing/v1"] = "mlsec.evidence.signing/v1"
+    files: list[str]
+    signature: SignatureCheck
+    attestation: AttestationCheck
