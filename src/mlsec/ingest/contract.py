@@ -1,0 +1,65 @@
+"""The data contract: the columns a dataset must have, their types and ranges, and which are PII."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from mlsec.digest import sha256_file
+
+PiiKind = Literal["name", "email", "ssn", "phone", "zip", "credit_card"]
+
+
+class Pii(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: PiiKind
+    action: Literal["drop", "mask"]
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["int", "float", "str"]
+    nullable: bool = False
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float] | None = None
+    pii: Pii | None = None
+
+
+class DataContract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    version: str
+    label: str
+    protected_attribute: str | None = None
+    features: list[str]
+    columns: dict[str, Column]
+    sha256: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataContract:
+        for col in [self.label, *self.features, *([self.protected_attribute] if self.protected_attribute else [])]:
+            if col not in self.columns:
+                raise ValueError(f"column {col!r} is used but not declared under columns")
+        for col in self.features:
+            if self.columns[col].pii is not None:
+                raise ValueError(f"feature {col!r} is declared PII: PII never reaches training")
+        return self
+
+    @property
+    def pii_columns(self) -> dict[str, Pii]:
+        return {name: c.pii for name, c in self.columns.items() if c.pii is not None}
+
+
+def load_contract(path: Path) -> DataContract:
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return DataContract.model_validate({**raw, "sha256": sha256_file(path)})
+    except (OSError, yaml.YAMLError, TypeError) as e:
+        raise ValueError(f"cannot read data contract {path}: {e}") from e
+    except ValidationError as e:
+        raise ValueError(f"invalid data contract {path}: {e}") from e
