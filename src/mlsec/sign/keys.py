@@ -1,0 +1,71 @@
+"""ECDSA P-256 signing keys: created 0600, identified by the SHA-256 of the public key."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+PRIVATE = "signing.key"
+PUBLIC = "signing.pub"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_key: Path
+    public_key: Path
+
+
+def fingerprint(public_key: Path) -> str:
+    """The signer identity policies allow-list: sha256 over the DER SubjectPublicKeyInfo."""
+    key = load_public(public_key)
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def load_public(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read public key {path}: {e}") from e
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{path} is not an ECDSA P-256 public key")
+    return key
+
+
+def load_private(path: Path) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot read private key {path}: {e}") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{path} is not an ECDSA P-256 private key")
+    return key
+
+
+def create(key_dir: Path, *, overwrite: bool = False) -> KeyPair:
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pair = KeyPair(key_dir / PRIVATE, key_dir / PUBLIC)
+    if pair.private_key.exists() and not overwrite:
+        raise FileExistsError(f"{pair.private_key} exists; refusing to replace a signing key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    # Create with 0600 from the start: no window where the key is world-readable.
+    fd = os.open(pair.private_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pair.public_key.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return pair
+
+
+def ensure(key_dir: Path) -> KeyPair:
+    """The local key pair, created on first use."""
+    pair = KeyPair(key_dir / PRIVATE, key_dir / PUBLIC)
+    return pair if pair.private_key.exists() and pair.public_key.exists() else create(key_dir, overwrite=True)
