@@ -69,3 +69,24 @@ def ensure(key_dir: Path) -> KeyPair:
     """The local key pair, created on first use."""
     pair = KeyPair(key_dir / PRIVATE, key_dir / PUBLIC)
     return pair if pair.private_key.exists() and pair.public_key.exists() else create(key_dir, overwrite=True)
+
+
+def configured(key_dir: Path, *, create: bool) -> KeyPair:
+    """The signing key pair: explicit paths (a mounted Secret), else key_dir, created only if allowed."""
+    private, public = os.environ.get("MLSEC_SIGNING_KEY"), os.environ.get("MLSEC_PUBLIC_KEY")
+    if private and public:
+        return KeyPair(Path(private), Path(public))
+    if create:
+        return ensure(key_dir)
+    pair = KeyPair(key_dir / PRIVATE, key_dir / PUBLIC)
+    if not pair.private_key.exists():
+        raise FileNotFoundError(f"no signing key: set MLSEC_SIGNING_KEY/MLSEC_PUBLIC_KEY or put {PRIVATE} in {key_dir}")
+    return pair
+
+
+def public_key(key_dir: Path) -> Path:
+    """The key verifiers trust: MLSEC_PUBLIC_KEY, else the local key directory's."""
+    path = Path(os.environ.get("MLSEC_PUBLIC_KEY") or key_dir / PUBLIC)
+    if not path.exists():
+        raise FileNotFoundError(f"public key {path} not found (set MLSEC_PUBLIC_KEY)")
+    return path

@@ -1,0 +1,33 @@
+"""Cluster-side task settings (kfp-kubernetes). kfp.local ignores them, so local runs are unaffected.
+
+Configuration reaches tasks from the `mlsec-config` ConfigMap and secrets from Secrets, never as
+literals compiled into the pipeline.
+"""
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+UID = 10001
+CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
+               "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR"]
+SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
+
+
+def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False) -> PipelineTask:
+    kubernetes.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
+    kubernetes.use_config_map_as_env(task, "mlsec-config", {k: k for k in CONFIG_KEYS})
+    task.set_caching_options(False)  # every run must produce fresh evidence and decisions
+    if s3:
+        kubernetes.use_secret_as_env(task, "mlsec-s3", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+                                                       "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    if signing_key or public_key:
+        secret = "mlsec-signing-key" if signing_key else "mlsec-signing-pub"
+        kubernetes.use_secret_as_volume(task, secret, mount_path=SIGNING_DIR)
+    return task
+
+
+def gpu(task: PipelineTask, accelerator: str = "nvidia.com/gpu") -> PipelineTask:
+    task.set_accelerator_type(accelerator).set_accelerator_limit(1)
+    kubernetes.add_toleration(task, key=accelerator, operator="Exists", effect="NoSchedule")
+    kubernetes.add_node_selector(task, label_key="nvidia.com/gpu.present", label_value="true")
+    return task

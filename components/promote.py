@@ -1,0 +1,17 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote(signed: Input[Model], training_evidence: Input[Artifact], decisions: Input[Artifact],
+            model_name: str, stage: str, author: str,
+            decisions_out: Output[Artifact], release: Output[Artifact]) -> None:
+    """Register the signed model in the S3 registry and move the stage alias if the promotion gate allows."""
+    from pathlib import Path
+
+    from mlsec.registry.task import run
+
+    run(Path(signed.path), Path(training_evidence.path), Path(decisions.path), model_name, stage, author,
+        Path(decisions_out.path), Path(release.path))

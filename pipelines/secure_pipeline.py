@@ -1,0 +1,58 @@
+"""ingest → gate → train → gate → sign → gate → promote (promotion gate) → gate → serve.
+
+Every gate returns "allow" or "deny"; each dsl.If has an Else that halts the run with the reasons
+(kfp.local skips an If without Else silently, so the Else is what makes a deny stop the run).
+"""
+
+from kfp import dsl
+
+from components._platform import gpu, harden
+from components.gate import gate, halt
+from components.ingest import ingest
+from components.promote import promote
+from components.serve import serve
+from components.sign import sign
+from components.train import train
+
+
+@dsl.pipeline(name="mlsec-secure-pipeline", description="Raw data to a served model through OPA-gated security stages")
+def secure_pipeline(
+    source: str = "",
+    contract: str = "",
+    model_name: str = "credit",
+    environment: str = "",
+    stage: str = "dev",
+    author: str = "pipeline",
+    epochs: int = 30,
+) -> None:
+    data = harden(ingest(source=source, contract=contract), s3=True)
+    data_gate = harden(gate(gate="data", environment=environment, evidence=data.outputs["evidence"]))
+    with dsl.If(data_gate.outputs["Output"] == "allow", name="data-allowed"):
+        model = gpu(harden(train(dataset=data.outputs["dataset"], contract=contract, model_name=model_name,
+                                 epochs=epochs)))
+        train_gate = harden(gate(gate="training", environment=environment, evidence=model.outputs["evidence"],
+                                 history=data_gate.outputs["decisions"]))
+        with dsl.If(train_gate.outputs["Output"] == "allow", name="training-allowed"):
+            signed = harden(sign(model=model.outputs["model"], data_evidence=data.outputs["evidence"],
+                                 decisions=train_gate.outputs["decisions"], model_name=model_name,
+                                 invocation=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), signing_key=True)
+            sign_gate = harden(gate(gate="signing", environment=environment, evidence=signed.outputs["evidence"],
+                                    history=train_gate.outputs["decisions"]), public_key=True)
+            with dsl.If(sign_gate.outputs["Output"] == "allow", name="signing-allowed"):
+                promoted = harden(promote(signed=signed.outputs["signed"], training_evidence=model.outputs["evidence"],
+                                          decisions=sign_gate.outputs["decisions"], model_name=model_name,
+                                          stage=stage, author=author), s3=True, public_key=True)
+                deploy_gate = harden(gate(gate="deployment", environment=environment,
+                                          evidence=promoted.outputs["release"],
+                                          history=promoted.outputs["decisions_out"]))
+                with dsl.If(deploy_gate.outputs["Output"] == "allow", name="deployment-allowed"):
+                    harden(serve(release=promoted.outputs["release"], decisions=deploy_gate.outputs["decisions"]),
+                           s3=True, public_key=True)
+                with dsl.Else(name="deployment-denied"):
+                    harden(halt(decision=deploy_gate.outputs["decision"]))
+            with dsl.Else(name="signing-denied"):
+                harden(halt(decision=sign_gate.outputs["decision"]))
+        with dsl.Else(name="training-denied"):
+            harden(halt(decision=train_gate.outputs["decision"]))
+    with dsl.Else(name="data-denied"):
+        harden(halt(decision=data_gate.outputs["decision"]))

@@ -1,0 +1,220 @@
+"""The mlsec command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from mlsec.config import Settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mlsec.runner import decision_table, local_services, run_pipeline
+
+    home = Path(args.home).resolve() if args.home else Settings().home.resolve()
+    params = {"source": args.source or "", "model_name": args.model_name, "stage": args.stage,
+              "environment": args.env, "epochs": args.epochs}
+    print(f"mlsec: starting local S3 (SeaweedFS) under {home / 's3'}", flush=True)
+    with local_services(home) as s3:
+        print(f"mlsec: S3 on {s3.endpoint}; running the pipeline with kfp.local", flush=True)
+        result = run_pipeline(home, params)
+    print("\nGate decisions\n" + decision_table(result.decisions))
+    if result.prediction:
+        print(f"\nPrediction from {result.endpoint['url']} (model {result.endpoint['model']} "
+              f"version {result.endpoint['version']}):")
+        print(f"  input:  {json.dumps(result.prediction['input'])}")
+        print(f"  output: {json.dumps(result.prediction['output'])}")
+    print(f"\nPipeline {'succeeded' if result.succeeded else 'STOPPED'} in {result.seconds:.1f}s; "
+          f"audit log: {Settings().audit_log if not args.home else home / 'audit' / 'decisions.jsonl'}")
+    if not result.succeeded:
+        print(f"reason: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from kfp import compiler
+
+    from pipelines.secure_pipeline import secure_pipeline
+
+    compiler.Compiler().compile(secure_pipeline, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import kfp
+    from kfp import compiler
+
+    from pipelines.secure_pipeline import secure_pipeline
+
+    params = dict(p.split("=", 1) for p in args.param)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = str(Path(tmp) / "pipeline.yaml")
+        compiler.Compiler().compile(secure_pipeline, package)
+        run = kfp.Client(host=args.host).create_run_from_pipeline_package(
+            package, arguments=params, experiment_name=args.experiment)
+    print(f"submitted run {run.run_id}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mlsec.registry.task import registry_from_env
+    from mlsec.serve.server import serve
+    from mlsec.sign import keys
+
+    settings = Settings()
+    public_key = Path(args.public_key) if args.public_key else keys.public_key(settings.key_dir)
+    if args.bundle:
+        bundle = Path(args.bundle)
+    else:
+        reg = registry_from_env()
+        version = reg.resolve(args.name, args.ref)
+        bundle = settings.home / "serving" / args.name / version
+        reg.pull(args.name, version, bundle, public_key)
+    serve(args.name, bundle, public_key, host=args.host, port=args.port, expected_digest=args.digest)
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from mlsec.sign import keys
+
+    pair = keys.create(Path(args.dir) if args.dir else Settings().key_dir, overwrite=args.force)
+    print(f"private key: {pair.private_key} (0600)\npublic key:  {pair.public_key}\n"
+          f"signer:      {keys.fingerprint(pair.public_key)}")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from mlsec.gates.audit import AuditLog
+
+    path = Path(args.log) if args.log else Settings().audit_log
+    try:
+        n = AuditLog(path).verify()
+    except ValueError as e:
+        print(f"audit log INVALID: {e}", file=sys.stderr)
+        return 1
+    print(f"audit log OK: {n} entries, chain intact ({path})")
+    return 0
+
+
+def _policy_eval(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+    from mlsec.gates.engine import PolicyError, default_engine
+    from mlsec.gates.gate import evaluate
+
+    settings = Settings()
+    try:
+        engine = default_engine(Path(args.policies) if args.policies else policy_dir(), settings.opa_url,
+                                settings.opa_timeout_s)
+    except PolicyError as e:
+        print(f"DENY: {e}", file=sys.stderr)
+        return 1
+    doc = json.loads(Path(args.input).read_text())
+    decision = evaluate(args.gate, doc, environment=args.env or settings.environment, engine=engine)
+    print(decision.model_dump_json(indent=2))
+    return 0 if decision.allow else 1
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+    from mlsec.gates.engine import InProcessEngine, PolicyError
+
+    try:
+        InProcessEngine(Path(args.policies) if args.policies else policy_dir(), tests=True).close()
+    except PolicyError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print("policies OK")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from mlsec.ingest import sample
+
+    print(f"wrote {sample.write(Path(args.output), rows=args.rows, seed=args.seed)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlsec", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole pipeline locally (kfp.local + local S3) and query the model")
+    r.add_argument("--source", help="dataset path or s3:// URI (default: the bundled sample)")
+    r.add_argument("--model-name", default="credit")
+    r.add_argument("--stage", default="dev")
+    r.add_argument("--env", default="", help="policy environment (default: MLSEC_ENV or dev)")
+    r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--home", help="state directory (default: MLSEC_HOME or ./.mlsec)")
+    r.set_defaults(func=_run)
+
+    c = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    c.add_argument("-o", "--output", default="pipeline.yaml")
+    c.set_defaults(func=_compile)
+
+    s = sub.add_parser("submit", help="compile and submit to a Kubeflow Pipelines endpoint")
+    s.add_argument("--host", required=True)
+    s.add_argument("--experiment", default="mlsec")
+    s.add_argument("--param", action="append", default=[], metavar="K=V")
+    s.set_defaults(func=_submit)
+
+    v = sub.add_parser("serve", help="verify a signed model and serve it")
+    v.add_argument("--name", required=True)
+    v.add_argument("--ref", default="prod", help="stage alias or version in the registry")
+    v.add_argument("--bundle", help="serve a local signed bundle instead of pulling from the registry")
+    v.add_argument("--public-key")
+    v.add_argument("--digest", help="refuse any model with another digest")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8080)
+    v.set_defaults(func=_serve)
+
+    k = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
+    kc = k.add_parser("create", help="create an ECDSA P-256 key pair (private key 0600)")
+    kc.add_argument("--dir")
+    kc.add_argument("--force", action="store_true")
+    kc.set_defaults(func=_keys_create)
+
+    a = sub.add_parser("audit", help="decision audit log").add_subparsers(dest="audit_cmd", required=True)
+    av = a.add_parser("verify", help="check the hash chain")
+    av.add_argument("--log")
+    av.set_defaults(func=_audit_verify)
+
+    pol = sub.add_parser("policy", help="gate policies").add_subparsers(dest="policy_cmd", required=True)
+    pe = pol.add_parser("eval", help="evaluate one gate on an evidence file")
+    pe.add_argument("--gate", required=True)
+    pe.add_argument("--env", default="")
+    pe.add_argument("--input", required=True)
+    pe.add_argument("--policies")
+    pe.set_defaults(func=_policy_eval)
+    pc = pol.add_parser("check", help="parse every policy with the engine")
+    pc.add_argument("--policies")
+    pc.set_defaults(func=_policy_check)
+
+    sm = sub.add_parser("sample", help="regenerate the synthetic sample dataset")
+    sm.add_argument("-o", "--output", default="data/credit_sample.csv")
+    sm.add_argument("--rows", type=int, default=4000)
+    sm.add_argument("--seed", type=int, default=7)
+    sm.set_defaults(func=_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"mlsec: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""boto3 clients for the registry: path-style addressing, bounded retries with backoff."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mlsec.config import Settings
+
+
+def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int = 5) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(
+        s3={"addressing_style": "path"},
+        retries={"mode": "standard", "max_attempts": max_attempts},  # exponential backoff with jitter
+        connect_timeout=3,
+        read_timeout=30,
+    )
+    # Credentials come from the standard AWS environment / a mounted Secret, never from code.
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
+
+
+def client_from_env() -> Any:
+    s = Settings()
+    return client(s.s3_endpoint, s.s3_region, max_attempts=int(os.environ.get("MLSEC_S3_MAX_ATTEMPTS", "5")))

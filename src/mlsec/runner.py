@@ -1,0 +1,106 @@
+"""`mlsec run`: the whole pipeline on this machine with kfp.local, against a real local S3 server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlsec.config import Settings, sample_dataset
+from mlsec.registry.seaweed import LocalS3
+from mlsec.serve.deploy import LocalServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    succeeded: bool
+    error: str | None
+    decisions: list[dict[str, Any]]
+    run_dir: Path | None
+    endpoint: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    seconds: float = 0.0
+    stage_times: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def local_services(home: Path) -> Iterator[LocalS3]:
+    """SeaweedFS on loopback plus the environment every task reads; both undone on exit."""
+    saved = dict(os.environ)
+    with LocalS3(home / "s3") as s3:
+        os.environ.update(s3.env)
+        os.environ.update({"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local"})
+        try:
+            yield s3
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _audit_entries(path: Path, skip: int) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()[skip:]]
+
+
+def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True) -> RunResult:
+    """Runs the pipeline; assumes local_services() is active. Stops the server it started unless predict=False."""
+    from kfp import local
+
+    from pipelines.secure_pipeline import secure_pipeline
+
+    settings = Settings()
+    audit_before = len(settings.audit_log.read_text().splitlines()) if settings.audit_log.exists() else 0
+    runs = home / "runs"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
+    started = time.perf_counter()
+    error = None
+    try:
+        secure_pipeline(**params)
+    except RuntimeError as e:
+        error = str(e)
+    seconds = time.perf_counter() - started
+    run_dir = max(runs.glob("mlsec-secure-pipeline-*"), key=lambda p: p.stat().st_mtime, default=None)
+    result = RunResult(succeeded=error is None, error=error, run_dir=run_dir, seconds=seconds,
+                       decisions=_audit_entries(settings.audit_log, audit_before))
+    endpoint_file = run_dir / "serve" / "endpoint" if run_dir else None
+    if endpoint_file and endpoint_file.exists():
+        result.endpoint = json.loads(endpoint_file.read_text())
+        server = LocalServer(pid=result.endpoint["pid"], url=result.endpoint["url"],
+                             model=result.endpoint["model"], log=Path(result.endpoint["log"]))
+        try:
+            if predict:
+                result.prediction = {"input": sample_instance(), "output": server.predict([sample_instance()])}
+        finally:
+            server.stop()
+    return result
+
+
+def sample_instance() -> dict[str, float]:
+    from mlsec.config import contract_path
+    from mlsec.ingest.contract import load_contract
+
+    features = load_contract(contract_path()).features
+    row = pd.read_csv(sample_dataset(), nrows=1)[features].iloc[0]
+    return {f: float(row[f]) for f in features}
+
+
+def decision_table(entries: list[dict[str, Any]]) -> str:
+    rows = [("gate", "result", "subject", "reasons / warnings")]
+    for e in entries:
+        notes = e["reasons"] or [f"warn: {w}" for w in e["warnings"]] or ["all checks passed"]
+        rows.append((e["gate"], e["result"].upper(), (e["subject"] or "-")[:12], "; ".join(notes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows
+    )

@@ -1,0 +1,112 @@
+"""What the serve stage deploys: rendered objects for a cluster, or a loopback server process locally.
+
+Either way the deployment gate judges the exact objects first, and only those objects are applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlsec.config import chart_dir
+
+
+def render_chart(release: str, namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Renders helm/mlsec with Helm's own engine (helm-python-sdk); NOTES.txt is not an object."""
+    import helm_python as helm
+
+    chart = helm.Chart.load(str(chart_dir()))
+    rendered = chart.render(values, name=release, namespace=namespace)
+    return [doc for path, text in sorted(rendered.items()) if path.endswith((".yaml", ".yml"))
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def local_objects(model: str, version: str, host: str, port: int) -> list[dict[str, Any]]:
+    return [{"kind": "LocalServer", "model": model, "version": version, "bind": host, "port": port,
+             "verify_signature": True}]
+
+
+def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
+    """Server-side apply through the Kubernetes API, with in-cluster or kubeconfig credentials."""
+    from kubernetes import client, config, dynamic
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api = dynamic.DynamicClient(client.ApiClient())
+    applied = []
+    for obj in objects:
+        resource = api.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        ns = obj["metadata"].get("namespace", namespace) if resource.namespaced else None
+        resource.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=ns,
+                                   field_manager="mlsec", force_conflicts=True)
+        applied.append(f"{obj['kind']}/{obj['metadata']['name']}")
+    return applied
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    pid: int
+    url: str
+    model: str
+    log: Path
+
+    def predict(self, instances: list[dict[str, float]], timeout: float = 10.0) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"{self.url}/v1/models/{self.model}:predict", data=json.dumps({"instances": instances}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.killpg(self.pid, signal.SIGKILL)
+
+
+def start_local(model: str, ref: str, host: str, port: int, public_key: Path, log: Path,
+                digest: str | None = None, timeout_s: float = 60.0) -> LocalServer:
+    """Starts `mlsec serve` detached (it outlives the KFP task) and waits until the model is ready."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "mlsec.cli", "serve", "--name", model, "--ref", ref, "--host", host,
+            "--port", str(port), "--public-key", str(public_key), *(["--digest", digest] if digest else [])]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    server = LocalServer(pid=proc.pid, url=f"http://{host}:{port}", model=model, log=log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"model server exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/v1/models/{model}", timeout=1) as resp:
+                if json.loads(resp.read()).get("ready"):
+                    return server
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise TimeoutError(f"model server not ready on {server.url} within {timeout_s}s; see {log}")

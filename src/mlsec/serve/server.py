@@ -1,0 +1,35 @@
+"""Run the signed model behind KServe's ModelServer, bound to the address we choose.
+
+kserve 0.21 hard-codes host 0.0.0.0 in its REST server; the subclass sets the uvicorn host just
+before serving, so a local run never listens beyond loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kserve import ModelServer
+
+from mlsec.serve.model import SignedModel
+
+log = logging.getLogger(__name__)
+
+
+class BoundModelServer(ModelServer):  # type: ignore[misc]
+    def __init__(self, host: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.host = host
+
+    async def _serve(self) -> None:
+        if self._rest_server is not None:
+            self._rest_server.config.host = self.host
+        await super()._serve()
+
+
+def serve(name: str, bundle: Path, public_key: Path, *, host: str, port: int,
+          expected_digest: str | None = None) -> None:
+    model = SignedModel(name, bundle, public_key, expected_digest)
+    model.load()  # raises before any socket opens if the bundle does not verify
+    log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
+    BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])

@@ -1,0 +1,35 @@
+"""The serve stage as a pipeline task: deploy exactly the objects the deployment gate allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlsec.config import Settings
+from mlsec.digest import sha256_json
+from mlsec.evidence import read_evidence
+from mlsec.gates.decision import read_decisions
+from mlsec.serve.deploy import apply, start_local
+from mlsec.serve.evidence import DeploymentEvidence
+from mlsec.sign import keys
+
+
+def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
+    settings = Settings()
+    doc = json.loads(release.read_text())
+    plan = read_evidence(DeploymentEvidence, release)
+    last = read_decisions(decisions)[-1]
+    if last.gate != "deployment" or not last.allow or last.evidence_sha256 != sha256_json(doc):
+        raise RuntimeError("refusing to deploy: no allowing deployment decision for exactly these objects")
+    r = plan.release
+    if r.target == "local":
+        (server,) = plan.objects
+        handle = start_local(r.model, r.version, server["bind"], int(server["port"]),
+                             keys.public_key(settings.key_dir), settings.home / "serve" / f"{r.model}.log",
+                             digest=plan.subject.digest)
+        result = {"url": handle.url, "pid": handle.pid, "model": r.model, "version": r.version,
+                  "log": str(handle.log)}
+    else:
+        result = {"applied": apply(plan.objects, r.namespace), "namespace": r.namespace, "version": r.version}
+    endpoint_out.write_text(json.dumps(result, indent=2))
+    print(f"serve: {json.dumps(result)}", flush=True)

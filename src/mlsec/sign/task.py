@@ -1,0 +1,41 @@
+"""The sign stage as a pipeline task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from mlsec.config import Settings
+from mlsec.gates.decision import read_decisions
+from mlsec.ingest.evidence import DataEvidence
+from mlsec.evidence import read_evidence
+from mlsec.sign import keys, stage
+from mlsec.sign.attestation import Materials
+
+
+def code_commit() -> str:
+    if commit := os.environ.get("MLSEC_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def run(model_dir: Path, data_evidence: Path, decisions: Path, model_name: str, invocation: str,
+        signed_out: Path, evidence_out: Path) -> None:
+    settings = Settings()
+    pair = keys.configured(settings.key_dir, create=settings.deploy_target == "local")
+    data = read_evidence(DataEvidence, data_evidence)
+    history = read_decisions(decisions)
+    materials = Materials(
+        dataset_uri=data.provenance.source_uri, dataset_digest=data.subject.digest,
+        decision_digests={f"{d.gate}:{d.id}": d.digest for d in history},
+        code_commit=code_commit(), image=os.environ.get("MLSEC_IMAGE", "local"),
+    )
+    stage.sign(model_dir, signed_out, pair, materials, invocation)
+    # The evidence is what the verifier sees with the trusted key, not what the signer believes.
+    stage.evidence(signed_out, model_name, keys.public_key(settings.key_dir)).write(evidence_out)
