@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"mlsec: starting local S3 (SeaweedFS) under {home / 's3'}", flush=True)
     with local_services(home) as s3:
         print(f"mlsec: S3 on {s3.endpoint}; running the pipeline with kfp.local", flush=True)
-        result = run_pipeline(home, params)
+        result = run_pipeline(home, params, verbose=args.verbose)
     print("\nGate decisions\n" + decision_table(result.decisions))
     if result.prediction:
         print(f"\nPrediction from {result.endpoint['url']} (model {result.endpoint['model']} "
@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  input:  {json.dumps(result.prediction['input'])}")
         print(f"  output: {json.dumps(result.prediction['output'])}")
     print(f"\nPipeline {'succeeded' if result.succeeded else 'STOPPED'} in {result.seconds:.1f}s; "
-          f"audit log: {Settings().audit_log if not args.home else home / 'audit' / 'decisions.jsonl'}")
+          f"audit log: {home / 'audit' / 'decisions.jsonl'}; full log: {home / 'runs' / 'last-run.log'}")
     if not result.succeeded:
         print(f"reason: {result.error}", file=sys.stderr)
         return 1

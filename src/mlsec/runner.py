@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,28 +51,63 @@ def local_services(home: Path) -> Iterator[LocalS3]:
             os.environ.update(saved)
 
 
+# What a person watching `mlsec run` needs; everything else goes to the run's log file.
+_PROGRESS = re.compile(
+    r"Executing task|finished with status|\] (ALLOW|DENY):|train: (epoch|accuracy)|ingest: contract"
+    r"|registry: (upload|.* -> )|serve: |pipeline stopped by|Error|Traceback"
+)
+
+
+class _Progress(io.TextIOBase):
+    """stdout during a run: every line to the log, progress lines also to the terminal."""
+
+    def __init__(self, log: io.TextIOBase, terminal: io.TextIOBase, verbose: bool) -> None:
+        self._log, self._terminal, self._verbose, self._buf = log, terminal, verbose, ""
+
+    def write(self, s: str) -> int:
+        self._log.write(s)
+        self._buf += s
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if self._verbose or _PROGRESS.search(line):
+                self._terminal.write(line.strip() + "\n")
+                self._terminal.flush()
+        return len(s)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
 def _audit_entries(path: Path, skip: int) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()[skip:]]
 
 
-def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True) -> RunResult:
+def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, verbose: bool = False) -> RunResult:
     """Runs the pipeline; assumes local_services() is active. Stops the server it started unless predict=False."""
+    import warnings
+
     from kfp import local
 
     from pipelines.secure_pipeline import secure_pipeline
+
+    # Running the image's own code in this venv is the point of a local run, not an accident.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
 
     settings = Settings()
     audit_before = len(settings.audit_log.read_text().splitlines()) if settings.audit_log.exists() else 0
     runs = home / "runs"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
+    runs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     error = None
-    try:
-        secure_pipeline(**params)
-    except RuntimeError as e:
-        error = str(e)
+    with (runs / "last-run.log").open("w") as logfile, \
+            contextlib.redirect_stdout(_Progress(logfile, sys.stdout, verbose)):
+        try:
+            secure_pipeline(**params)
+        except RuntimeError as e:
+            error = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # kfp colours its messages
     seconds = time.perf_counter() - started
     run_dir = max(runs.glob("mlsec-secure-pipeline-*"), key=lambda p: p.stat().st_mtime, default=None)
     result = RunResult(succeeded=error is None, error=error, run_dir=run_dir, seconds=seconds,
