@@ -56,6 +56,7 @@ class InProcessEngine:
                 self._opa.add_policy(f.relative_to(root).as_posix(), f.read_text())
             for f in data_files(root):
                 self._opa.add_data(json.loads(f.read_text()), data_path(root, f))
+            self._opa.eval_query("x := 1")  # compiles everything now: type and safety errors surface here
         except OpaError as e:
             self._opa.close()
             raise PolicyError(f"cannot load policies from {root}: {e.message}") from e

@@ -1,0 +1,123 @@
+package mlsec.gates.deployment_test
+
+import data.mlsec.gates.deployment as gate
+
+release := {"model": "credit", "version": "072d48ebb4b5068b", "stage": "dev", "target": "cluster", "namespace": "serving"}
+
+container := {
+	"name": "server",
+	"image": "ghcr.io/mlsec/mlsec@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+	"resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+	"readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+	"securityContext": {
+		"allowPrivilegeEscalation": false, "privileged": false, "readOnlyRootFilesystem": true,
+		"capabilities": {"drop": ["ALL"]},
+	},
+}
+
+pod := {
+	"automountServiceAccountToken": false,
+	"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+	"containers": [container],
+	"volumes": [{"name": "tmp", "emptyDir": {}}],
+}
+
+deployment := {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "server", "namespace": "serving"}, "spec": {"template": {"spec": pod}}}
+
+netpol := {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "default-deny", "namespace": "serving"}, "spec": {}}
+
+evidence(objects) := {
+	"kind": "mlsec.evidence.deployment/v1",
+	"subject": {"name": "credit", "digest": "072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed"},
+	"release": release,
+	"objects": objects,
+}
+
+decide(objects) := d if {
+	d := gate.decision with input as {"environment": "dev", "evidence": evidence(objects), "decisions": []}
+}
+
+with_pod(patch) := [object.union(deployment, {"spec": {"template": {"spec": patch}}}), netpol]
+
+with_container(patch) := with_pod({"containers": [object.union(container, patch)]})
+
+without(field) := with_pod({"containers": [object.remove(container, [field])]})
+
+denied(objects, fragment) if {
+	some msg in decide(objects).deny
+	contains(msg, fragment)
+}
+
+test_hardened_deployment_allowed if {
+	d := decide([deployment, netpol])
+	d.allow
+	count(d.warn) == 0
+}
+
+test_pod_and_cronjob_specs_are_checked if {
+	denied([{"kind": "Pod", "metadata": {"name": "p"}, "spec": object.union(pod, {"hostNetwork": true})}, netpol], "Pod/p: hostNetwork")
+	cron := {"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": object.union(pod, {"hostPID": true})}}}}}
+	denied([cron, netpol], "CronJob/c: hostPID")
+}
+
+test_wrong_evidence_kind_denied if {
+	d := gate.decision with input as {"environment": "dev", "evidence": object.union(evidence([deployment, netpol]), {"kind": "x"}), "decisions": []}
+	some msg in d.deny
+	contains(msg, "evidence kind")
+}
+
+test_unknown_environment_denied if {
+	d := gate.decision with input as {"environment": "nope", "evidence": evidence([deployment, netpol]), "decisions": []}
+	some msg in d.deny
+	contains(msg, "no deployment policy for environment")
+}
+
+test_empty_release_denied if denied([], "nothing to deploy")
+
+test_local_server_on_loopback_allowed if decide([{"kind": "LocalServer", "bind": "127.0.0.1", "port": 8080, "verify_signature": true}]).allow
+
+test_local_server_on_all_interfaces_denied if {
+	denied([{"kind": "LocalServer", "bind": "0.0.0.0", "port": 8080, "verify_signature": true}], `local server binds "0.0.0.0"`)
+}
+
+test_local_server_without_verification_denied if {
+	denied([{"kind": "LocalServer", "bind": "127.0.0.1", "port": 8080, "verify_signature": false}], "without verifying its signature")
+}
+
+test_root_pod_denied if denied(with_pod({"securityContext": {"runAsNonRoot": false}}), "runAsNonRoot must be true")
+
+test_unconfined_seccomp_denied if denied(with_pod({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}), "seccompProfile must be RuntimeDefault")
+
+test_service_account_token_denied if denied(with_pod({"automountServiceAccountToken": true}), "automountServiceAccountToken must be false")
+
+test_host_network_denied if denied(with_pod({"hostNetwork": true}), "hostNetwork is not allowed")
+
+test_host_path_denied if denied(with_pod({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}), `hostPath volume "root"`)
+
+test_privilege_escalation_denied if denied(with_container({"securityContext": {"allowPrivilegeEscalation": true}}), "allowPrivilegeEscalation must be false")
+
+test_privileged_denied if denied(with_container({"securityContext": {"privileged": true}}), "privileged is not allowed")
+
+test_capabilities_must_drop_all if denied(with_container({"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}), "capabilities must drop ALL")
+
+test_writable_root_fs_denied if denied(with_container({"securityContext": {"readOnlyRootFilesystem": false}}), "readOnlyRootFilesystem must be true")
+
+test_missing_limits_denied if denied(without("resources"), "no memory limit")
+
+test_unpinned_image_denied if denied(with_container({"image": "ghcr.io/mlsec/mlsec:latest"}), "is not pinned by digest")
+
+test_init_containers_checked if {
+	denied(with_pod({"initContainers": [object.union(container, {"name": "init", "securityContext": {"privileged": true}})]}), `container "init": privileged`)
+}
+
+test_missing_network_policy_denied if denied([deployment], `no NetworkPolicy for namespace "serving"`)
+
+test_network_policy_in_other_namespace_does_not_count if {
+	denied([deployment, object.union(netpol, {"metadata": {"namespace": "elsewhere"}})], "no NetworkPolicy")
+}
+
+test_missing_readiness_probe_warns if {
+	d := decide(without("readinessProbe"))
+	some w in d.warn
+	contains(w, "no readiness probe")
+}

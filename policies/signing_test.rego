@@ -1,0 +1,76 @@
+package mlsec.gates.signing_test
+
+import data.mlsec.gates.signing as gate
+
+digest := "072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed"
+
+signer := "sha256:66612b4659f70c358d504083d6b8753e7dbaa3d6c3195aa5b865501ee91d2511"
+
+good := {
+	"kind": "mlsec.evidence.signing/v1",
+	"subject": {"name": "credit", "digest": digest},
+	"files": ["config.json", "model.safetensors"],
+	"signature": {"method": "ecdsa-p256", "verified": true, "signer": signer, "signed_digest": digest},
+	"attestation": {"verified": true, "subject_digest": digest, "dataset_digest": "aa", "decision_digests": ["d1", "d2"]},
+}
+
+two_decisions := [{"gate": "data"}, {"gate": "training"}]
+
+decide(ev, env, allowed) := d if {
+	patched := object.union(data.data, {env: {"signing": {"allowed_signers": allowed}}})
+	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": two_decisions}
+		with data.data as patched
+}
+
+denied(ev, fragment) if {
+	some msg in decide(ev, "dev", []).deny
+	contains(msg, fragment)
+}
+
+test_good_signature_allowed_in_dev_with_warning if {
+	d := decide(good, "dev", [])
+	d.allow
+	some w in d.warn
+	contains(w, "accepted only because dev trusts any signer")
+}
+
+test_allow_listed_signer_allowed_in_prod if {
+	d := decide(good, "prod", [signer])
+	d.allow
+	count(d.warn) == 0
+}
+
+test_unlisted_signer_denied_in_prod if {
+	some msg in decide(good, "prod", ["sha256:someone-else"]).deny
+	contains(msg, "is not on the prod allow list")
+}
+
+test_wrong_evidence_kind_denied if denied(object.union(good, {"kind": "x"}), "evidence kind")
+
+test_unknown_environment_denied if {
+	d := gate.decision with input as {"environment": "nope", "evidence": good, "decisions": two_decisions}
+	some msg in d.deny
+	contains(msg, "no signing policy for environment")
+}
+
+test_unverified_signature_denied if denied(object.union(good, {"signature": {"verified": false}}), "model signature did not verify")
+
+test_signature_for_other_digest_denied if {
+	denied(object.union(good, {"signature": {"signed_digest": "ffff"}}), "signature covers ffff, not the model digest")
+}
+
+test_pickle_file_denied if {
+	denied(object.union(good, {"files": ["config.json", "model.PKL"]}), `unsafe file "model.PKL"`)
+}
+
+test_unverified_attestation_denied if {
+	denied(object.union(good, {"attestation": {"verified": false}}), "provenance attestation did not verify")
+}
+
+test_attestation_for_other_model_denied if {
+	denied(object.union(good, {"attestation": {"subject_digest": "eeee"}}), "attestation is about eeee")
+}
+
+test_attestation_missing_decisions_denied if {
+	denied(object.union(good, {"attestation": {"decision_digests": ["d1"]}}), "attestation records 1 gate decisions but 2 were taken")
+}
