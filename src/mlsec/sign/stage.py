@@ -69,7 +69,9 @@ def verify_signature(bundle_dir: Path, public_key: Path) -> str:
         if not p.exists():
             raise ValueError(f"signed bundle {bundle_dir} lacks {p.name}")
     try:
-        model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(model, sig)
+        model_signing.verifying.Config().set_hashing_config(_hashing_config()).use_elliptic_key_verifier(
+            public_key=public_key
+        ).verify(model, sig)
     except Exception as e:  # model-signing raises ValueError and library-specific errors alike
         raise ValueError(f"model signature verification failed: {e}") from e
     return _signed_manifest_digest(sig)
