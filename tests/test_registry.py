@@ -1,0 +1,152 @@
+"""Registry on a real SeaweedFS S3 server: immutable, verified from its own copy, gated promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mlsec.gates.audit import AuditLog
+from mlsec.gates.engine import InProcessEngine
+from mlsec.registry.store import Registry, RegistryError
+from mlsec.sign import keys
+from mlsec.sign import stage as signing
+
+from conftest import Signed
+
+
+def _register(registry: Registry, signed: Signed, key_pair: keys.KeyPair, name: str = "credit") -> str:
+    t = signed.trained
+    return registry.register(name, signed.bundle, key_pair.public_key,
+                             dataset_digest=t.data_evidence.subject.digest, metrics=t.training_evidence.metrics,
+                             decisions=signed.decisions, author="alice").version
+
+
+def _promote(registry: Registry, version: str, stage: str, key_pair: keys.KeyPair, engine: InProcessEngine,
+             approvals: tuple[str, ...] = (), env: str = "dev"):  # type: ignore[no-untyped-def]
+    return registry.promote("credit", version, stage, public_key=key_pair.public_key, engine=engine,
+                            environment=env, author="alice", approvals=approvals)
+
+
+def test_register_promote_through_stages_and_pull(tmp_path: Path, registry: Registry, signed: Signed,
+                                                  key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    assert registry.versions("credit") == [version] and registry.models() == ["credit"]
+    log = AuditLog(tmp_path / "audit.jsonl")
+    for stage, approvals in (("dev", ()), ("staging", ()), ("prod", ("bob",))):
+        d = registry.promote("credit", version, stage, public_key=key_pair.public_key, engine=engine,
+                             environment="dev", author="alice", approvals=approvals, audit=log)
+        assert d.allow, d.deny
+        assert registry.alias("credit", stage)[0].version == version
+    assert log.verify() == 3
+    record = registry.pull("credit", "prod", tmp_path / "pulled", key_pair.public_key)
+    assert signing.verify(tmp_path / "pulled", key_pair.public_key).model_digest == record.model_digest
+    # Registering the same model again is idempotent, never a second copy.
+    assert _register(registry, signed, key_pair) == version
+
+
+def test_skipping_a_stage_is_denied_and_alias_untouched(registry: Registry, signed: Signed,
+                                                        key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    d = _promote(registry, version, "prod", key_pair, engine, approvals=("bob",))
+    assert not d.allow and any("stages may not be skipped" in r for r in d.deny)
+    assert registry.alias("credit", "prod") is None
+
+
+def test_objects_are_encrypted_and_locked(registry: Registry, signed: Signed, key_pair: keys.KeyPair) -> None:
+    version = _register(registry, signed, key_pair)
+    key = f"models/credit/{version}/model/model.safetensors"
+    head = registry.s3.head_object(Bucket=registry.bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256" and head["ObjectLockMode"] == "GOVERNANCE"
+    with pytest.raises(ClientError):
+        registry.s3.delete_object(Bucket=registry.bucket, Key=key, VersionId=head["VersionId"])
+    with pytest.raises(RegistryError, match="immutable"):
+        registry._put_once(key, b"replacement")
+
+
+def _overwrite(registry: Registry, key: str, body: bytes) -> None:
+    """What an attacker with write access can still do under versioning: put a newer object version."""
+    registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=body)
+
+
+@pytest.mark.parametrize(("attack", "message"), [
+    (lambda r, v: _overwrite(r, f"models/credit/{v}/model/model.safetensors",
+                             r.s3.get_object(Bucket=r.bucket, Key=f"models/credit/{v}/model/model.safetensors")["Body"]
+                             .read()[:-1] + b"\x00"), "does not match its recorded digest"),
+    (lambda r, v: _overwrite(r, f"models/credit/{v}/model/backdoor.py", b"import os"), "extra: \\['model/backdoor.py'\\]"),
+])
+def test_tampered_registry_copy_is_refused(tmp_path: Path, registry: Registry, signed: Signed, key_pair: keys.KeyPair,
+                                           engine: InProcessEngine, attack, message: str) -> None:  # type: ignore[no-untyped-def]
+    version = _register(registry, signed, key_pair)
+    attack(registry, version)
+    with pytest.raises(RegistryError, match=message):
+        registry.pull("credit", version, tmp_path / "p", key_pair.public_key)
+    d = _promote(registry, version, "dev", key_pair, engine)
+    assert not d.allow and any("failed files_verified" in r for r in d.deny)
+    assert registry.alias("credit", "dev") is None
+
+
+def test_wrong_public_key_is_refused(tmp_path: Path, registry: Registry, signed: Signed, key_pair: keys.KeyPair,
+                                     other_key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    with pytest.raises(ValueError, match="signature verification failed"):
+        registry.pull("credit", version, tmp_path / "p", other_key_pair.public_key)
+    d = _promote(registry, version, "dev", other_key_pair, engine)
+    assert not d.allow and any("failed signature_verified" in r for r in d.deny)
+
+
+def test_unsigned_or_tampered_bundle_is_never_registered(tmp_path: Path, registry: Registry, signed: Signed,
+                                                         key_pair: keys.KeyPair) -> None:
+    import shutil
+
+    bad = Path(shutil.copytree(signed.bundle, tmp_path / "bad"))
+    (bad / "model" / "config.json").write_text("{}")
+    t = signed.trained
+    with pytest.raises(ValueError, match="Signature mismatch"):
+        registry.register("credit", bad, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
+                          metrics=t.training_evidence.metrics, decisions=signed.decisions, author="a")
+    assert registry.versions("credit") == []
+
+
+def test_decisions_must_be_attested(registry: Registry, signed: Signed, key_pair: keys.KeyPair,
+                                    engine: InProcessEngine) -> None:
+    from mlsec.gates.gate import evaluate
+
+    forged = evaluate("data", signed.trained.data_evidence, environment="dev", engine=engine)
+    t = signed.trained
+    with pytest.raises(RegistryError, match="not covered by the signed attestation"):
+        registry.register("credit", signed.bundle, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
+                          metrics=t.training_evidence.metrics, decisions=[forged, *signed.decisions[1:]], author="a")
+
+
+def test_revoked_version_cannot_be_promoted_or_pulled(tmp_path: Path, registry: Registry, signed: Signed,
+                                                      key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    registry.revoke("credit", version, "poisoned dataset", by="security")
+    d = _promote(registry, version, "dev", key_pair, engine)
+    assert not d.allow and f"version {version} is revoked" in d.deny
+    with pytest.raises(RegistryError, match="revoked"):
+        registry.pull("credit", version, tmp_path / "p", key_pair.public_key)
+
+
+def test_alias_to_missing_version_is_refused(tmp_path: Path, registry: Registry, key_pair: keys.KeyPair) -> None:
+    registry.s3.put_object(Bucket=registry.bucket, Key="aliases/credit/prod.json",
+                           Body=b'{"version":"deadbeefdeadbeef","model_digest":"x","decision_id":"x",'
+                                b'"moved_at":"2026-01-01T00:00:00Z","previous":null}')
+    with pytest.raises(RegistryError, match="deadbeefdeadbeef does not exist"):
+        registry.pull("credit", "prod", tmp_path / "p", key_pair.public_key)
+
+
+def test_concurrent_alias_move_cannot_win_silently(registry: Registry, signed: Signed, key_pair: keys.KeyPair,
+                                                   engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    assert _promote(registry, version, "dev", key_pair, engine).allow
+    record = registry.record("credit", version)
+    stale = registry.alias("credit", "dev")
+    first = _promote(registry, version, "dev", key_pair, engine)  # someone else moves the alias meanwhile
+    assert first.allow
+    with pytest.raises(RegistryError, match="moved by someone else"):
+        registry._move_alias("credit", "dev", record, first, stale)
+    with pytest.raises(RegistryError, match="moved by someone else"):
+        registry._move_alias("credit", "dev", record, first, None)  # "create" when it already exists
