@@ -14,6 +14,11 @@ def _path(var: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
+def _env(var: str, default: str) -> str:
+    """Empty counts as unset: the cluster ConfigMap carries every key, some of them blank."""
+    return os.environ.get(var) or default
+
+
 def policy_dir() -> Path:
     """The Rego policies; the container image sets MLSEC_POLICY_DIR, a checkout finds its own."""
     return _path("MLSEC_POLICY_DIR", _REPO_ROOT / "policies")
@@ -33,16 +38,16 @@ def chart_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    environment: str = field(default_factory=lambda: os.environ.get("MLSEC_ENV", "dev"))
+    environment: str = field(default_factory=lambda: _env("MLSEC_ENV", "dev"))
     home: Path = field(default_factory=lambda: _path("MLSEC_HOME", Path.cwd() / ".mlsec"))
     opa_url: str | None = field(default_factory=lambda: os.environ.get("MLSEC_OPA_URL") or None)
     opa_timeout_s: float = field(
-        default_factory=lambda: float(os.environ.get("MLSEC_OPA_TIMEOUT", "2.0"))
+        default_factory=lambda: float(_env("MLSEC_OPA_TIMEOUT", "2.0"))
     )
     s3_endpoint: str | None = field(default_factory=lambda: os.environ.get("MLSEC_S3_ENDPOINT") or None)
-    s3_bucket: str = field(default_factory=lambda: os.environ.get("MLSEC_S3_BUCKET", "mlsec-models"))
-    s3_region: str = field(default_factory=lambda: os.environ.get("AWS_REGION", "us-east-1"))
-    deploy_target: str = field(default_factory=lambda: os.environ.get("MLSEC_DEPLOY_TARGET", "local"))
+    s3_bucket: str = field(default_factory=lambda: _env("MLSEC_S3_BUCKET", "mlsec-models"))
+    s3_region: str = field(default_factory=lambda: _env("AWS_REGION", "us-east-1"))
+    deploy_target: str = field(default_factory=lambda: _env("MLSEC_DEPLOY_TARGET", "local"))
 
     @property
     def key_dir(self) -> Path:

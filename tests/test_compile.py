@@ -1,0 +1,66 @@
+"""The pipeline compiles to KFP IR with the cluster hardening in place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlsec.cli import main
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    assert main(["compile", "-o", str(out)]) == 0
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_train_requests_a_gpu(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, executors = ir
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    train = executors["exec-train"]
+    assert train["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_every_task_runs_as_non_root(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, executors = ir
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for name, ex in executors.items():
+        assert ex["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}, name
+
+
+def test_s3_credentials_come_from_a_secret(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    _, executors = ir
+    for name in ("exec-ingest", "exec-promote", "exec-serve"):
+        (secret,) = executors[name]["secretAsEnv"]
+        assert secret["secretName"] == "mlsec-s3"
+        assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "secretAsEnv" not in executors["exec-gate"]  # gates need no storage credentials
+    assert executors["exec-sign"]["secretAsVolume"][0]["secretName"] == "mlsec-signing-key"
+
+
+def test_no_secret_values_in_the_ir(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    text = yaml.safe_dump(ir)
+    assert "AWS_SECRET_ACCESS_KEY: " not in text and "BEGIN" not in text
+
+
+def test_every_gate_has_an_else_that_halts(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = ir
+    text = yaml.safe_dump(spec)
+    for gate in ("data", "training", "signing", "deployment"):
+        assert f"{gate}-denied" in text and f"{gate}-allowed" in text
+    assert text.count("comp-halt") >= 4
+
+
+def test_pip_check_passes() -> None:
+    out = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,76 @@
+"""The whole chain under kfp.local, against the real OPA engine and a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlsec.config import policy_dir, sample_dataset
+from mlsec.gates.audit import AuditLog
+from mlsec.runner import RunResult, local_services, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {"model_name": "credit", "stage": "dev", "environment": "dev", "epochs": 8}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("home")
+    with local_services(root):
+        yield root
+
+
+@pytest.fixture(scope="module")
+def good_run(home: Path) -> RunResult:
+    return run_pipeline(home, {**PARAMS, "source": ""})
+
+
+def test_good_run_passes_every_gate_and_serves(good_run: RunResult, home: Path) -> None:
+    assert good_run.succeeded, good_run.error
+    assert [(d["gate"], d["result"]) for d in good_run.decisions] == [
+        ("data", "allow"), ("training", "allow"), ("signing", "allow"), ("promotion", "allow"), ("deployment", "allow")]
+    (prediction,) = good_run.prediction["output"]["predictions"]
+    assert prediction["label"] in (0, 1) and 0 <= prediction["probability"] <= 1
+    assert AuditLog(home / "audit" / "decisions.jsonl").verify() >= 5
+
+
+def test_every_decision_is_about_the_same_model(good_run: RunResult) -> None:
+    data, *model_decisions = good_run.decisions
+    assert len({d["subject"] for d in model_decisions}) == 1
+    assert data["subject"] != model_decisions[0]["subject"]  # the data gate judged the dataset
+
+
+def test_served_server_was_stopped(good_run: RunResult) -> None:
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(good_run.endpoint["pid"], 0)
+
+
+def test_contract_breaking_dataset_stops_at_the_data_gate(home: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(sample_dataset(), dtype=str)
+    df.loc[0, "age"] = "7"
+    bad = tmp_path / "bad.csv"
+    df.to_csv(bad, index=False)
+    result = run_pipeline(home, {**PARAMS, "source": str(bad)})
+    assert not result.succeeded
+    assert "halt" in result.error
+    assert [(d["gate"], d["result"]) for d in result.decisions] == [("data", "deny")]
+    assert "age: expect_column_values_to_be_between" in result.decisions[0]["reasons"][0]
+    assert not (result.run_dir / "train").exists()
+
+
+def test_policy_engine_error_denies_and_stops(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "policies"
+    shutil.copytree(policy_dir(), broken)
+    (broken / "data.rego").write_text((broken / "data.rego").read_text().replace("count(deny) == 0", "count(deny) =="))
+    monkeypatch.setenv("MLSEC_POLICY_DIR", str(broken))
+    result = run_pipeline(home, {**PARAMS, "source": ""})
+    assert not result.succeeded
+    (decision,) = result.decisions
+    assert decision["result"] == "deny" and "policy engine unavailable" in decision["reasons"][0]

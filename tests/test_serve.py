@@ -1,0 +1,122 @@
+"""Serving: verify before load, validate every request, listen on loopback only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kserve.errors import InvalidInput
+
+from mlsec.serve.model import SignedModel
+from mlsec.sign import keys
+
+from conftest import Signed
+
+GOOD = {"age": 40, "income": 50000.0, "loan_amount": 10000.0, "credit_history_years": 10,
+        "num_late_payments": 0, "debt_to_income": 0.3}
+
+
+@pytest.fixture(scope="module")
+def model(signed: Signed, key_pair: keys.KeyPair) -> SignedModel:
+    m = SignedModel("credit", signed.bundle, key_pair.public_key)
+    m.load()
+    return m
+
+
+def test_prediction_is_label_and_rounded_probability(model: SignedModel) -> None:
+    (p,) = model.predict({"instances": [GOOD]})["predictions"]
+    assert set(p) == {"label", "probability"} and p["label"] in (0, 1)
+    assert p["probability"] == round(p["probability"], 2)
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({}, "instances"),
+    ({"instances": []}, "at least one instance"),
+    ({"instances": [[1, 2, 3]]}, "must be an object"),
+    ({"instances": [{**GOOD, "age": float("nan")}]}, "instances\\[0\\].age must be a finite number"),
+    ({"instances": [{**GOOD, "income": "lots"}]}, "income must be a finite number"),
+    ({"instances": [{**GOOD, "income": True}]}, "income must be a finite number"),
+    ({"instances": [{k: v for k, v in GOOD.items() if k != "age"}]}, "missing features \\['age'\\]"),
+    ({"instances": [{**GOOD, "ssn": "123-45-6789"}]}, "unknown features \\['ssn'\\]"),
+    ({"instances": [GOOD] * 257}, "exceeds the maximum 256"),
+])
+def test_invalid_input_is_rejected_with_the_field(model: SignedModel, payload: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(InvalidInput, match=message):
+        model.predict(payload)
+
+
+def test_tampered_model_is_not_loaded(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair) -> None:
+    bundle = Path(shutil.copytree(signed.bundle, tmp_path / "b"))
+    weights = bundle / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    m = SignedModel("credit", bundle, key_pair.public_key)
+    with pytest.raises(ValueError, match="signature verification failed"):
+        m.load()
+    assert not m.ready
+
+
+def test_unexpected_digest_is_not_loaded(signed: Signed, key_pair: keys.KeyPair) -> None:
+    with pytest.raises(ValueError, match="is not the expected"):
+        SignedModel("credit", signed.bundle, key_pair.public_key, expected_digest="0" * 64).load()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    import psutil
+
+    proc = psutil.Process(pid)
+    conns = getattr(proc, "net_connections", None) or proc.connections  # renamed in psutil 6
+    return {(c.laddr.ip, c.laddr.port) for c in conns(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def test_server_binds_loopback_only_and_answers(signed: Signed, key_pair: keys.KeyPair) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle",
+                             str(signed.bundle), "--public-key", str(key_pair.public_key), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/credit"
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if json.loads(r.read())["ready"]:
+                        break
+            except OSError:
+                time.sleep(0.25)
+        assert _listening(proc.pid) == {("127.0.0.1", port)}
+        req = urllib.request.Request(url + ":predict", data=json.dumps({"instances": [GOOD]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert "predictions" in json.loads(r.read())
+        bad = urllib.request.Request(url + ":predict", data=b'{"instances": [{"age": "x"}]}',
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=5)
+        assert err.value.code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_server_refuses_to_start_on_tampered_bundle(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair) -> None:
+    bundle = Path(shutil.copytree(signed.bundle, tmp_path / "b"))
+    (bundle / "model" / "config.json").write_text(json.dumps({"hacked": True}))
+    out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),
+                          "--public-key", str(key_pair.public_key), "--port", str(_free_port())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "signature verification failed" in out.stderr
