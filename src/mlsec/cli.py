@@ -134,6 +134,36 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_test(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+    from mlsec.gates.engine import PolicyError
+    from mlsec.gates.rego_tests import run_all
+
+    try:
+        results, cov = run_all(Path(args.policies) if args.policies else policy_dir(), coverage=args.coverage)
+    except PolicyError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    failed = [(t, why) for t, ok, why in results if not ok]
+    for t, why in failed:
+        print(f"FAIL {t.file.name}::{t.rule}: {why}")
+    print(f"{len(results) - len(failed)}/{len(results)} Rego tests passed")
+    if args.coverage:
+        print(cov.report())
+    return 1 if failed else 0
+
+
+def _policy_bundle(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+    from mlsec.gates.bundle import build
+    from mlsec.sign.task import code_commit
+
+    digest = build(Path(args.policies) if args.policies else policy_dir(), Path(args.output),
+                   args.revision or code_commit())
+    print(f"wrote {args.output} (policy sha256 {digest})")
+    return 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     from mlsec.ingest import sample
 
@@ -196,6 +226,16 @@ def parser() -> argparse.ArgumentParser:
     pc = pol.add_parser("check", help="parse every policy with the engine")
     pc.add_argument("--policies")
     pc.set_defaults(func=_policy_check)
+
+    pt = pol.add_parser("test", help="run the Rego unit tests with the real engine")
+    pt.add_argument("--coverage", action="store_true")
+    pt.add_argument("--policies")
+    pt.set_defaults(func=_policy_test)
+    pb = pol.add_parser("bundle", help="build an OPA bundle for the cluster's OPA server")
+    pb.add_argument("-o", "--output", default="bundle.tar.gz")
+    pb.add_argument("--revision", help="bundle revision (default: the git commit)")
+    pb.add_argument("--policies")
+    pb.set_defaults(func=_policy_bundle)
 
     sm = sub.add_parser("sample", help="regenerate the synthetic sample dataset")
     sm.add_argument("-o", "--output", default="data/credit_sample.csv")

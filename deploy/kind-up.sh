@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Bring up the cluster path on a laptop: kind + Calico + Kubeflow Pipelines (standalone) + mlsec.
+# Needs: docker, kind, kubectl, and network access to the image registries. NOT run in this repo's CI
+# (no Docker daemon or Kubernetes API there); see README "What runs where".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KFP_VERSION="${KFP_VERSION:-2.5.0}"
+CALICO_VERSION="${CALICO_VERSION:-v3.28.0}"
+OPA_IMAGE="${OPA_IMAGE:-openpolicyagent/opa:1.2.0-static}"
+WEED_IMAGE="${WEED_IMAGE:-chrislusf/seaweedfs:4.48}"
+IMAGE="${IMAGE:-mlsec:dev}"
+VENV=.venv/bin
+
+kind get clusters | grep -qx mlsec || kind create cluster --config kind-config.yaml
+kubectl apply -f "https://raw.githubusercontent.com/projectcalico/calico/${CALICO_VERSION}/manifests/calico.yaml"
+kubectl -n kube-system rollout status daemonset/calico-node --timeout=300s
+
+kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=${KFP_VERSION}"
+kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=${KFP_VERSION}"
+
+# Build the image, load it into kind, and pin everything by digest.
+docker build -t "$IMAGE" .
+kind load docker-image "$IMAGE" --name mlsec
+docker pull "$OPA_IMAGE" && docker pull "$WEED_IMAGE"
+kind load docker-image "$OPA_IMAGE" "$WEED_IMAGE" --name mlsec
+digest() { docker image inspect --format '{{index .RepoDigests 0}}' "$1" 2>/dev/null || docker image inspect --format '{{.Id}}' "$1"; }
+MLSEC_IMAGE_PINNED="$(digest "$IMAGE")"
+
+kubectl apply -f manifests/namespaces.yaml
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+
+# Secrets are generated here and go straight into the cluster; nothing is written to the repo.
+access="MLSEC$(openssl rand -hex 8 | tr a-f A-F)"; secret="$(openssl rand -base64 30)"
+printf '{"identities":[{"name":"mlsec","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
+  "$access" "$secret" > "$tmp/s3.json"
+kubectl -n mlsec-system create secret generic mlsec-s3-config --from-file=s3.json="$tmp/s3.json" --dry-run=client -o yaml | kubectl apply -f -
+for ns in kubeflow mlsec-serving; do
+  kubectl -n "$ns" create secret generic mlsec-s3 --from-literal=AWS_ACCESS_KEY_ID="$access" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$secret" --dry-run=client -o yaml | kubectl apply -f -
+done
+$VENV/mlsec keys create --dir "$tmp/keys"
+kubectl -n kubeflow create secret generic mlsec-signing-key --from-file="$tmp/keys/signing.key" \
+  --from-file="$tmp/keys/signing.pub" --dry-run=client -o yaml | kubectl apply -f -
+for ns in kubeflow mlsec-serving; do
+  kubectl -n "$ns" create secret generic mlsec-signing-pub --from-file="$tmp/keys/signing.pub" \
+    --dry-run=client -o yaml | kubectl apply -f -
+done
+
+$VENV/mlsec policy bundle -o "$tmp/bundle.tar.gz"
+kubectl -n mlsec-system create configmap mlsec-policy-bundle --from-file=bundle.tar.gz="$tmp/bundle.tar.gz" \
+  --dry-run=client -o yaml | kubectl apply -f -
+
+sed "s#openpolicyagent/opa@sha256:0\{64\}#$(digest "$OPA_IMAGE")#" manifests/opa.yaml | kubectl apply -f -
+sed "s#chrislusf/seaweedfs@sha256:0\{64\}#$(digest "$WEED_IMAGE")#" manifests/seaweedfs.yaml | kubectl apply -f -
+sed "s#MLSEC_IMAGE: \"\".*#MLSEC_IMAGE: \"${MLSEC_IMAGE_PINNED}\"#; s#MLSEC_GIT_COMMIT: \"\"#MLSEC_GIT_COMMIT: \"$(git rev-parse HEAD)\"#" \
+  manifests/config.yaml | kubectl apply -f -
+kubectl apply -f manifests/networkpolicies.yaml -f manifests/rbac.yaml
+kubectl -n kubeflow rollout status deploy/ml-pipeline --timeout=600s
+
+echo "Cluster ready. In another shell: kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"
+echo "Then: MLSEC_IMAGE=${MLSEC_IMAGE_PINNED} $VENV/mlsec submit --host http://127.0.0.1:8080"
