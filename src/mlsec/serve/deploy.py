@@ -79,6 +79,10 @@ class LocalServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
+                os.waitpid(self.pid, os.WNOHANG)  # reap it if it is our child, or it lingers as a zombie
+            except ChildProcessError:
+                pass
+            try:
                 os.killpg(self.pid, 0)
             except ProcessLookupError:
                 return

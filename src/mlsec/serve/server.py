@@ -1,7 +1,8 @@
 """Run the signed model behind KServe's ModelServer, bound to the address we choose.
 
 kserve 0.21 hard-codes host 0.0.0.0 in its REST server; the subclass sets the uvicorn host just
-before serving, so a local run never listens beyond loopback.
+before serving, so a local run never listens beyond loopback. Its SIGTERM handler also forgets the
+single-process REST server; the subclass tells uvicorn to exit so shutdown is prompt and clean.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class BoundModelServer(ModelServer):  # type: ignore[misc]
         if self._rest_server is not None:
             self._rest_server.config.host = self.host
         await super()._serve()
+
+    def stop(self, sig: int) -> None:
+        super().stop(sig)
+        if self._rest_server is not None:
+            self._rest_server._server.should_exit = True
 
 
 def serve(name: str, bundle: Path, public_key: Path, *, host: str, port: int,
