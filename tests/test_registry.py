@@ -150,3 +150,41 @@ def test_concurrent_alias_move_cannot_win_silently(registry: Registry, signed: S
         registry._move_alias("credit", "dev", record, first, stale)
     with pytest.raises(RegistryError, match="moved by someone else"):
         registry._move_alias("credit", "dev", record, first, None)  # "create" when it already exists
+
+
+def test_s3_audit_log_chains_across_writers_and_detects_tampering(registry: Registry, signed: Signed) -> None:
+    import json
+    import threading
+
+    from mlsec.gates.audit import S3AuditLog
+
+    log = S3AuditLog(registry.s3, registry.bucket, retention_days=1)
+    threads = [threading.Thread(target=lambda d=d: log.append(d)) for d in signed.decisions * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.verify() == 6  # six concurrent writers, one unbroken chain
+    key = "audit/entries/000000000003.json"
+    entry = json.loads(registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read())
+    entry["result"] = "deny"
+    _overwrite(registry, key, json.dumps(entry).encode())  # a newer object version on top of the locked one
+    with pytest.raises(ValueError, match="000000000003.json: entry was modified"):
+        log.verify()
+    head = registry.s3.head_object(Bucket=registry.bucket, Key="audit/entries/000000000001.json")
+    with pytest.raises(ClientError):
+        registry.s3.delete_object(Bucket=registry.bucket, Key="audit/entries/000000000001.json",
+                                  VersionId=head["VersionId"])
+
+
+def test_gate_in_cluster_mode_also_logs_to_s3(tmp_path: Path, registry: Registry, s3_server, signed: Signed,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from mlsec.gates.audit import S3AuditLog
+    from mlsec.gates.task import run_gate
+
+    for k, v in {**s3_server.env, "MLSEC_DEPLOY_TARGET": "cluster", "MLSEC_S3_BUCKET": registry.bucket,
+                 "MLSEC_AUDIT_LOG": str(tmp_path / "local.jsonl")}.items():
+        monkeypatch.setenv(k, v)
+    signed.trained.data_evidence.write(tmp_path / "ev.json")
+    assert run_gate("data", tmp_path / "ev.json", None, tmp_path / "d.json", tmp_path / "ds.json", "dev") == "allow"
+    assert S3AuditLog(registry.s3, registry.bucket).verify() == 1

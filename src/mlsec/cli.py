@@ -91,15 +91,23 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from mlsec.gates.audit import AuditLog
+    from mlsec.gates.audit import AuditLog, S3AuditLog
 
-    path = Path(args.log) if args.log else Settings().audit_log
+    settings = Settings()
+    if args.s3:
+        from mlsec.registry.s3 import client_from_env
+
+        log: AuditLog | S3AuditLog = S3AuditLog(client_from_env(), settings.s3_bucket)
+        where = f"s3://{settings.s3_bucket}/audit"
+    else:
+        log = AuditLog(Path(args.log) if args.log else settings.audit_log)
+        where = str(log.path)
     try:
-        n = AuditLog(path).verify()
+        n = log.verify()
     except ValueError as e:
         print(f"audit log INVALID: {e}", file=sys.stderr)
         return 1
-    print(f"audit log OK: {n} entries, chain intact ({path})")
+    print(f"audit log OK: {n} entries, chain intact ({where})")
     return 0
 
 
@@ -213,7 +221,8 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="decision audit log").add_subparsers(dest="audit_cmd", required=True)
     av = a.add_parser("verify", help="check the hash chain")
-    av.add_argument("--log")
+    av.add_argument("--log", help="local log file (default: MLSEC_AUDIT_LOG or .mlsec/audit/decisions.jsonl)")
+    av.add_argument("--s3", action="store_true", help="verify the cluster log in the registry bucket instead")
     av.set_defaults(func=_audit_verify)
 
     pol = sub.add_parser("policy", help="gate policies").add_subparsers(dest="policy_cmd", required=True)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mlsec.digest import sha256_json
 from mlsec.evidence import Evidence
-from mlsec.gates.audit import AuditLog
+from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine, PolicyError
 from mlsec.ingest.evidence import DataEvidence
@@ -52,7 +52,7 @@ def evaluate(
     environment: str,
     engine: PolicyEngine,
     decisions: Sequence[Decision] = (),
-    audit: AuditLog | None = None,
+    audit: AuditSink | None = None,
 ) -> Decision:
     doc = evidence.model_dump(mode="json") if isinstance(evidence, Evidence) else dict(evidence)
     subject = doc.get("subject", {}).get("digest") if isinstance(doc.get("subject"), Mapping) else None

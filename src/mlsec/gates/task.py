@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from mlsec.config import Settings, policy_dir
-from mlsec.gates.audit import AuditLog
+from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
 from mlsec.gates.decision import Decision, read_decisions, write_decisions
 from mlsec.gates.engine import PolicyError, default_engine
 from mlsec.gates.gate import evaluate
@@ -28,6 +28,16 @@ class _BrokenEngine:
         raise PolicyError(f"policy engine unavailable: {self.error}")
 
 
+def audit_sinks(settings: Settings) -> AuditSink:
+    """The local log always; in a cluster, where every task is its own pod, the shared S3 log too."""
+    sinks: list[AuditSink] = [AuditLog(settings.audit_log)]
+    if settings.deploy_target == "cluster":
+        from mlsec.registry.s3 import client_from_env
+
+        sinks.append(S3AuditLog(client_from_env(), settings.s3_bucket))
+    return AuditLogs(sinks)
+
+
 def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision_file: Path,
              decisions_file: Path, environment: str | None = None) -> str:
     settings = Settings()
@@ -42,7 +52,7 @@ def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision
     except (PolicyError, OSError) as e:
         engine = _BrokenEngine(e)
     decision = evaluate(gate, doc, environment=env, engine=engine, decisions=history,
-                        audit=AuditLog(settings.audit_log))
+                        audit=audit_sinks(settings))
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     decision_file.write_text(decision.model_dump_json(indent=2))
     write_decisions(decisions_file, [*history, decision])

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mlsec.digest import sha256_bytes, sha256_file, tree_manifest
 from mlsec.evidence import Subject, utcnow
-from mlsec.gates.audit import AuditLog
+from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine
 from mlsec.gates.gate import evaluate
@@ -212,7 +212,7 @@ class Registry:
 
     def promote(self, name: str, version: str, stage: str, *, public_key: Path, engine: PolicyEngine,
                 environment: str, author: str, approvals: Sequence[str] = (),
-                audit: AuditLog | None = None) -> Decision:
+                audit: AuditSink | None = None) -> Decision:
         """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified."""
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
         record, check = self.check(name, version, public_key)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mlsec.config import Settings, policy_dir
 from mlsec.evidence import Subject, read_evidence
-from mlsec.gates.audit import AuditLog
 from mlsec.gates.decision import GateDenied, read_decisions, write_decisions
 from mlsec.gates.engine import default_engine
+from mlsec.gates.task import audit_sinks
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.store import Registry
 from mlsec.serve.deploy import local_objects, render_chart
@@ -43,7 +43,7 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
                           metrics=training.metrics, decisions=history, author=author)
     decision = reg.promote(model_name, record.version, stage, public_key=public_key,
                            engine=default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s),
-                           environment=settings.environment, author=author, audit=AuditLog(settings.audit_log))
+                           environment=settings.environment, author=author, audit=audit_sinks(settings))
     write_decisions(decisions_out, [*history, decision])
     print(decision.summary(), flush=True)
     if not decision.allow:
