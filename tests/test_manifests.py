@@ -25,7 +25,8 @@ def _plain() -> list[dict[str, Any]]:
 
 
 def _chart() -> list[dict[str, Any]]:
-    return render_chart("credit-prod", "mlsec-serving", {"image": {"digest": DIGEST}, "model": {"digest": "ab" * 32}})
+    return render_chart("credit-prod", "mlsec-serving", {"image": {"digest": DIGEST}, "model": {"digest": "ab" * 32},
+                                                         "opa": {"enabled": True, "image": {"digest": DIGEST}}})
 
 
 def _evidence(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def test_chart_lints_strictly() -> None:
 def test_chart_renders_hardened_objects(engine: InProcessEngine) -> None:
     objects = _chart()
     assert {o["kind"] for o in objects} >= {"Deployment", "NetworkPolicy", "Service", "ServiceAccount"}
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"} == {"credit-prod-server", "credit-prod-opa"}
     d = evaluate("deployment", _evidence(objects, "mlsec-serving"), environment="prod", engine=engine)
     assert d.allow, d.deny
 

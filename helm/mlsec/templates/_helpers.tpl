@@ -9,3 +9,18 @@ mlsec.dev/model: {{ .Values.model.name }}
 app.kubernetes.io/name: mlsec-server
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+{{- define "mlsec.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+{{- define "mlsec.containerSecurity" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities: {drop: ["ALL"]}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}

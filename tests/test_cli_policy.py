@@ -1,0 +1,74 @@
+"""The platform team's policy commands: check, test, eval, bundle."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mlsec.cli import main
+from mlsec.config import policy_dir
+from mlsec.gates.engine import InProcessEngine
+from mlsec.gates.gate import evaluate
+
+from conftest import Trained
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(policy_dir(), tmp_path / "policies"))
+
+
+def test_check_passes_and_names_file_and_line_on_syntax_error(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check", "--policies", str(policies)]) == 0
+    (policies / "signing.rego").write_text((policies / "signing.rego").read_text() + "\ndeny contains x if {\n")
+    assert main(["policy", "check", "--policies", str(policies)]) == 1
+    assert "signing.rego:" in capsys.readouterr().err
+
+
+def test_test_command_fails_when_a_rule_is_broken(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "test", "--coverage", "--policies", str(policies)]) == 0
+    out = capsys.readouterr().out
+    assert "Rego tests passed" in out and "training.rego" in out and "100.0%" in out
+    path = policies / "training.rego"
+    path.write_text(path.read_text().replace("ev.metrics.accuracy < cfg.min_accuracy", "ev.metrics.accuracy < 0"))
+    assert main(["policy", "test", "--policies", str(policies)]) == 1
+    assert "FAIL training_test.rego::test_low_accuracy_denied" in capsys.readouterr().out
+
+
+def test_eval_prints_the_decision(tmp_path: Path, trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = trained.training_evidence.model_dump(mode="json")
+    doc["metrics"]["accuracy"] = 0.5
+    (tmp_path / "ev.json").write_text(json.dumps(doc))
+    assert main(["policy", "eval", "--gate", "training", "--env", "prod", "--input", str(tmp_path / "ev.json")]) == 1
+    decision = json.loads(capsys.readouterr().out)
+    assert not decision["allow"]
+    assert any("accuracy 0.500 below prod minimum 0.800" in r for r in decision["deny"])
+
+
+def test_bundle_is_an_opa_bundle_with_the_same_decisions(tmp_path: Path, trained: Trained,
+                                                         engine: InProcessEngine) -> None:
+    out = tmp_path / "bundle.tar.gz"
+    assert main(["policy", "bundle", "-o", str(out), "--revision", "abc123"]) == 0
+    root = tmp_path / "unpacked"
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile(".manifest") or io.BytesIO())
+        tar.extractall(root, filter="data")
+    assert manifest["revision"] == "abc123" and set(manifest["roots"]) == {"mlsec", "data"}
+    assert manifest["metadata"]["mlsec_policy_sha256"] == engine.policy_sha256
+    assert "data/data.json" in names and not any(n.endswith("_test.rego") for n in names)
+    from_bundle = InProcessEngine(root)
+    for env in ("dev", "prod"):
+        a = evaluate("training", trained.training_evidence, environment=env, engine=from_bundle)
+        b = evaluate("training", trained.training_evidence, environment=env, engine=engine)
+        assert (a.allow, a.deny) == (b.allow, b.deny)
+
+
+def test_environment_files_are_keyed_by_their_name() -> None:
+    for f in (policy_dir() / "data").glob("*.json"):
+        assert list(json.loads(f.read_text())) == [f.stem], f"{f.name} must hold exactly {{{f.stem!r}: ...}}"
