@@ -21,6 +21,7 @@ RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/
 
 FROM ${PYTHON_IMAGE}
 # No compilers, no pip cache, no secrets: keys and credentials arrive as mounted Secrets at run time.
+# GOGC/GOMEMLIMIT: see mlsec.gates.engine.GO_RUNTIME_ENV (the OPA engine's GC tail latency).
 RUN groupadd --gid 10001 mlsec && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin mlsec
 COPY --from=build /opt/venv /opt/venv
 COPY policies /opt/mlsec/policies
@@ -33,6 +34,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSEC_SAMPLE_DATA=/opt/mlsec/data/credit_sample.csv \
     MLSEC_CHART_DIR=/opt/mlsec/chart \
     MLSEC_HOME=/tmp/mlsec \
-    GX_ANALYTICS_ENABLED=false
+    GX_ANALYTICS_ENABLED=false \
+    GOGC=off GOMEMLIMIT=256MiB
 USER 10001:10001
 ENTRYPOINT ["mlsec"]

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from mlsec.config import Settings, sample_dataset
+from mlsec.gates.engine import GO_RUNTIME_ENV
 from mlsec.registry.seaweed import LocalS3
 from mlsec.serve.deploy import LocalServer
 
@@ -44,6 +45,8 @@ def local_services(home: Path) -> Iterator[LocalS3]:
     with LocalS3(home / "s3") as s3:
         os.environ.update(s3.env)
         os.environ.update({"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local"})
+        for k, v in GO_RUNTIME_ENV.items():
+            os.environ.setdefault(k, v)
         try:
             yield s3
         finally:

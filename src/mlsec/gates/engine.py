@@ -10,6 +10,13 @@ from urllib.parse import urlsplit
 from mlsec.digest import sha256_file, sha256_json
 
 
+# The Go runtime inside the engine library reads these from the environment the process started
+# with (not os.environ later). With Go's default GOGC=100 the engine's tiny heap is collected so often
+# that GC pauses set the tail latency of decisions; collecting only at a heap limit cuts p99 severalfold
+# (benchmarks/bench_gates.py). The local runner passes them to every task; the image sets them.
+GO_RUNTIME_ENV = {"GOGC": "off", "GOMEMLIMIT": "256MiB"}
+
+
 class PolicyError(RuntimeError):
     """The engine could not produce a decision; gates turn this into a deny."""
 
