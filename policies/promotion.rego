@@ -66,11 +66,19 @@ deny contains msg if {
 
 deny contains msg if {
 	not cfg.allow_stage_skip
+	not ev.rollback
 	some i, s in cfg.stage_order
 	s == ev.target_stage
 	i > 0
 	not cfg.stage_order[i - 1] in ev.current_stages
 	msg := sprintf("cannot promote to %s: version is not in %s (stages may not be skipped)", [ev.target_stage, cfg.stage_order[i - 1]])
+}
+
+# A rollback skips the stage order, but only back to a version this stage already ran.
+deny contains msg if {
+	ev.rollback
+	not ev.held_stage_before
+	msg := sprintf("cannot roll %s back to version %s: that stage never pointed at it", [ev.target_stage, ev.registry.version])
 }
 
 expected_subject("data") := ev.dataset_digest
@@ -85,6 +93,11 @@ gate_allowed(gate) if {
 }
 
 independent_approvals := {a | some a in ev.approvals; a != ev.author}
+
+warn contains msg if {
+	ev.rollback
+	msg := sprintf("rollback of %s to version %s", [ev.target_stage, ev.registry.version])
+}
 
 warn contains msg if {
 	cfg.allow_stage_skip

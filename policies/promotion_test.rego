@@ -21,6 +21,8 @@ good := {
 	},
 	"author": "alice",
 	"approvals": [],
+	"rollback": false,
+	"held_stage_before": false,
 }
 
 earlier := [
@@ -129,4 +131,26 @@ test_stage_skip_allowed_by_policy_flag_with_warning if {
 	d := gate.decision with input as {"environment": "dev", "evidence": ev, "decisions": earlier} with data.data as patched
 	d.allow
 	"dev allows skipping stages" in d.warn
+}
+
+test_rollback_to_a_version_the_stage_ran_is_allowed_with_warning if {
+	ev := object.union(good, {"target_stage": "prod", "approvals": ["bob", "carol"], "rollback": true, "held_stage_before": true})
+	d := decide(ev, "prod", earlier)
+	d.allow
+	"rollback of prod to version 072d48ebb4b5068b" in d.warn
+}
+
+test_rollback_to_a_version_the_stage_never_ran_is_denied if {
+	ev := object.union(good, {"target_stage": "prod", "approvals": ["bob", "carol"], "rollback": true})
+	some msg in decide(ev, "prod", earlier).deny
+	contains(msg, "cannot roll prod back to version 072d48ebb4b5068b")
+}
+
+test_rollback_still_needs_approvals_and_verification if {
+	ev := object.union(good, {"target_stage": "prod", "rollback": true, "held_stage_before": true, "registry": {"revoked": true}})
+	d := decide(ev, "prod", earlier)
+	some m1 in d.deny
+	contains(m1, "needs 2 approvals")
+	some m2 in d.deny
+	contains(m2, "is revoked")
 }

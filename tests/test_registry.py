@@ -188,3 +188,98 @@ def test_gate_in_cluster_mode_also_logs_to_s3(tmp_path: Path, registry: Registry
     signed.trained.data_evidence.write(tmp_path / "ev.json")
     assert run_gate("data", tmp_path / "ev.json", None, tmp_path / "d.json", tmp_path / "ds.json", "dev") == "allow"
     assert S3AuditLog(registry.s3, registry.bucket).verify() == 1
+
+
+def _second_model(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair, engine: InProcessEngine) -> Signed:
+    """Another signed model from the same data (a different decision threshold), through the real gates."""
+    import json
+    import shutil
+
+    from mlsec.digest import tree_digest
+    from mlsec.evidence import Subject
+    from mlsec.gates.gate import evaluate
+    from mlsec.sign.attestation import Materials
+
+    from conftest import Trained
+
+    t = signed.trained
+    model = Path(shutil.copytree(t.model_dir, tmp_path / "model2"))
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "threshold": 0.6}))
+    training = t.training_evidence.model_copy(update={"subject": Subject(name="credit", digest=tree_digest(model))})
+    data_d = signed.decisions[0]
+    train_d = evaluate("training", training, environment="dev", engine=engine, decisions=[data_d])
+    materials = Materials("data/credit_sample.csv", t.data_evidence.subject.digest,
+                          {"data": data_d.digest, "training": train_d.digest}, "test", "local")
+    bundle = signing.sign(model, tmp_path / "signed2", key_pair, materials, "run2")
+    sign_d = evaluate("signing", signing.evidence(bundle, "credit", key_pair.public_key), environment="dev",
+                      engine=engine, decisions=[data_d, train_d])
+    return Signed(bundle, [data_d, train_d, sign_d], Trained(t.dataset, t.data_evidence, model, training))
+
+
+def test_rollback_goes_back_only_to_a_version_the_stage_ran(tmp_path: Path, registry: Registry, signed: Signed,
+                                                            key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    v1 = _register(registry, signed, key_pair)
+    second = _second_model(tmp_path, signed, key_pair, engine)
+    v2 = _register(registry, second, key_pair)
+    assert v1 != v2
+    assert _promote(registry, v1, "dev", key_pair, engine).allow
+    assert _promote(registry, v2, "dev", key_pair, engine).allow
+    assert registry.alias("credit", "dev")[0].history == [v1, v2]
+    d = registry.rollback("credit", "dev", v1, public_key=key_pair.public_key, engine=engine, environment="dev",
+                          author="alice")
+    assert d.allow and f"rollback of dev to version {v1}" in d.warn
+    assert registry.alias("credit", "dev")[0].version == v1
+    # staging never ran v2: "rolling back" to it is just a skipped stage in disguise.
+    denied = registry.rollback("credit", "staging", v2, public_key=key_pair.public_key, engine=engine,
+                               environment="dev", author="alice")
+    assert not denied.allow and any("never pointed at it" in r for r in denied.deny)
+
+
+def test_prod_versions_get_compliance_retention(registry: Registry, signed: Signed, key_pair: keys.KeyPair,
+                                                engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    for stage, approvals in (("dev", ()), ("staging", ()), ("prod", ("bob",))):
+        assert _promote(registry, version, stage, key_pair, engine, approvals=approvals).allow
+    key = f"models/credit/{version}/model/model.safetensors"
+    assert registry.s3.get_object_retention(Bucket=registry.bucket, Key=key)["Retention"]["Mode"] == "COMPLIANCE"
+    head = registry.s3.head_object(Bucket=registry.bucket, Key=key)
+    with pytest.raises(ClientError):
+        registry.s3.delete_object(Bucket=registry.bucket, Key=key, VersionId=head["VersionId"],
+                                  BypassGovernanceRetention=True)
+
+
+def test_s3_down_mid_promotion_leaves_alias_and_retry_succeeds(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair,
+                                                              engine: InProcessEngine,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsec.registry import store
+    from mlsec.registry.seaweed import LocalS3
+
+    from conftest import _authenticated
+
+    with LocalS3(tmp_path / "s3") as server:
+        registry = Registry(_authenticated(server), "flaky", retention_days=1)
+        registry.ensure_bucket()
+        version = _register(registry, signed, key_pair)
+        real_evaluate = store.evaluate
+
+        def evaluate_then_crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+            decision = real_evaluate(*args, **kwargs)
+            server.stop()  # the store dies after the gate allowed, before the alias moved
+            return decision
+
+        monkeypatch.setattr(store, "evaluate", evaluate_then_crash)
+        with pytest.raises(Exception):
+            _promote(registry, version, "dev", key_pair, engine)
+        monkeypatch.setattr(store, "evaluate", real_evaluate)
+        server.start()
+        assert registry.alias("credit", "dev") is None
+        assert _promote(registry, version, "dev", key_pair, engine).allow
+        assert registry.alias("credit", "dev")[0].version == version
+
+
+def test_deployments_are_recorded(tmp_path: Path, registry: Registry, signed: Signed, key_pair: keys.KeyPair) -> None:
+    version = _register(registry, signed, key_pair)
+    registry.record_deployment("credit", version, {"target": "local", "url": "http://127.0.0.1:1"})
+    assert registry.deployments("credit", version)[0]["target"] == "local"
+    registry.pull("credit", version, tmp_path / "pulled", key_pair.public_key)  # the record is not a model file

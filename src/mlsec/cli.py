@@ -172,6 +172,70 @@ def _policy_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlsec.config import policy_dir
+    from mlsec.gates.engine import default_engine
+    from mlsec.gates.task import audit_sinks
+    from mlsec.registry.task import registry_from_env
+    from mlsec.sign import keys
+
+    settings = Settings()
+    reg = registry_from_env()
+    cmd = args.registry_cmd
+    if cmd == "list":
+        names = [args.name] if args.name else reg.models()
+        for name in names:
+            stages = {s: reg.alias(name, s) for s in ("dev", "staging", "prod")}
+            for v in reg.versions(name):
+                at = [s for s, a in stages.items() if a and a[0].version == v]
+                print(f"{name}\t{v}\t{','.join(at) or '-'}\t{'REVOKED' if reg.is_revoked(name, v) else ''}")
+        return 0
+    if cmd == "inventory":
+        rows = reg.inventory()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for r in rows if not args.json else []:
+            where = "; ".join(d.get("url") or d.get("namespace", "?") for d in r["deployed"]) or "-"
+            print(f"{r['model']} {r['version']} stages={','.join(r['stages']) or '-'} signer={r['signer'][:19]} "
+                  f"dataset={r['dataset'][:12]} gates={','.join(r['gates_passed'])} "
+                  f"{'REVOKED ' if r['revoked'] else ''}deployed={where}")
+        return 0
+    if cmd == "show":
+        version = reg.resolve(args.name, args.ref)
+        record = reg.record(args.name, version)
+        if record is None:
+            print(f"{args.name} {version} not found", file=sys.stderr)
+            return 1
+        doc = record.model_dump(mode="json")
+        doc.update(revoked=reg.is_revoked(args.name, version), stages=reg.stages_of(args.name, version),
+                   promotions=[d.model_dump(mode="json") for d in reg.promotion_decisions(args.name, version)],
+                   deployments=reg.deployments(args.name, version))
+        print(json.dumps(doc, indent=2))
+        return 0
+    if cmd == "revoke":
+        reg.revoke(args.name, args.version, args.reason, by=args.by or getpass.getuser())
+        print(f"revoked {args.name} {args.version}")
+        return 0
+    public_key = keys.public_key(settings.key_dir)
+    if cmd == "pull":
+        record = reg.pull(args.name, args.ref, Path(args.output), public_key)
+        print(f"pulled {args.name} {record.version} ({record.model_digest}) to {args.output}, verified")
+        return 0
+    engine = default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s)
+    common = dict(public_key=public_key, engine=engine, environment=args.env or settings.environment,
+                  author=args.author or getpass.getuser(), approvals=args.approve, audit=audit_sinks(settings))
+    if cmd == "promote":
+        decision = reg.promote(args.name, args.version, args.stage, **common)
+    else:
+        decision = reg.rollback(args.name, args.stage, args.to, **common)
+    print(decision.summary())
+    for w in decision.warn:
+        print(f"  warning: {w}")
+    return 0 if decision.allow else 1
+
+
 def _sample(args: argparse.Namespace) -> int:
     from mlsec.ingest import sample
 
@@ -245,6 +309,38 @@ def parser() -> argparse.ArgumentParser:
     pb.add_argument("--revision", help="bundle revision (default: the git commit)")
     pb.add_argument("--policies")
     pb.set_defaults(func=_policy_bundle)
+
+    reg = sub.add_parser("registry", help="the S3 model registry (MLSEC_S3_* and AWS credentials)")
+    rs = reg.add_subparsers(dest="registry_cmd", required=True)
+    rl = rs.add_parser("list", help="models, versions and their stages")
+    rl.add_argument("name", nargs="?")
+    rs.add_parser("inventory", help="every version: stages, signer, dataset, gates passed, deployments").add_argument(
+        "--json", action="store_true")
+    rsh = rs.add_parser("show", help="one version's record, promotions and deployments")
+    rsh.add_argument("name")
+    rsh.add_argument("ref", help="version or stage")
+    for cmd, helptext in (("promote", "move a stage to a version through the promotion gate"),
+                          ("rollback", "move a stage back to a version it ran before, through the gate")):
+        rp = rs.add_parser(cmd, help=helptext)
+        rp.add_argument("name")
+        if cmd == "promote":
+            rp.add_argument("version")
+        else:
+            rp.add_argument("--to", required=True, metavar="VERSION")
+        rp.add_argument("--stage", required=True)
+        rp.add_argument("--approve", action="append", default=[], metavar="PERSON")
+        rp.add_argument("--author")
+        rp.add_argument("--env", default="")
+    rr = rs.add_parser("revoke", help="revoke a version for good: no gate allows it, no server loads it")
+    rr.add_argument("name")
+    rr.add_argument("version")
+    rr.add_argument("--reason", required=True)
+    rr.add_argument("--by")
+    rpl = rs.add_parser("pull", help="download and verify a version")
+    rpl.add_argument("name")
+    rpl.add_argument("ref", help="version or stage")
+    rpl.add_argument("-o", "--output", required=True)
+    reg.set_defaults(func=_registry)
 
     sm = sub.add_parser("sample", help="regenerate the synthetic sample dataset")
     sm.add_argument("-o", "--output", default="data/credit_sample.csv")

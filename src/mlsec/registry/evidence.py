@@ -30,3 +30,5 @@ class PromotionEvidence(Evidence):
     registry: RegistryCheck
     author: str
     approvals: list[str] = Field(default_factory=list)
+    rollback: bool = False  # the request: move the stage back to an earlier version
+    held_stage_before: bool = False  # registry fact: this stage has pointed at this version before

@@ -98,7 +98,8 @@ class LocalS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "weed").mkdir(exist_ok=True)
         self.credentials = Credentials.load_or_create(self.data_dir / "s3.json")
-        self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
+        if not self.ports:  # a restart keeps its ports, so clients keep their endpoint
+            self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
         args = [weed_binary(), "mini", f"-dir={self.data_dir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", "-webdav=false", f"-s3.config={self.data_dir / 's3.json'}",
                 *(f"-{flag}={port}" for flag, port in self.ports.items())]

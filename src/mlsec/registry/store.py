@@ -62,6 +62,10 @@ class Alias(BaseModel):
     decision_id: str
     moved_at: datetime
     previous: str | None
+    history: list[str] = []  # every version this stage has pointed at, oldest first
+
+
+PROD_STAGE = "prod"
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class Registry:
             raise RegistryError(f"{name} version {version} does not exist (or its upload never completed)")
         prefix = self._prefix(name, version)
         stored = {k.removeprefix(prefix) for k in self._keys(prefix)} - {"manifest.json"}
-        stored = {k for k in stored if not k.startswith("decisions/")}
+        stored = {k for k in stored if not k.startswith(("decisions/", "deployments/"))}
         if stored != set(record.files):
             extra, missing = sorted(stored - set(record.files)), sorted(set(record.files) - stored)
             raise RegistryError(f"{name} {version}: stored files differ from its manifest "
@@ -212,27 +216,48 @@ class Registry:
 
     def promote(self, name: str, version: str, stage: str, *, public_key: Path, engine: PolicyEngine,
                 environment: str, author: str, approvals: Sequence[str] = (),
-                audit: AuditSink | None = None) -> Decision:
-        """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified."""
+                audit: AuditSink | None = None, rollback: bool = False) -> Decision:
+        """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified.
+
+        rollback=True asks to move the stage back to a version it pointed at before; the registry,
+        not the caller, establishes whether that is true, and the policy decides what it allows.
+        """
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
         record, check = self.check(name, version, public_key)
         evidence = PromotionEvidence(
             subject=Subject(name=name, digest=record.model_digest), target_stage=stage,
             current_stages=self.stages_of(name, version), dataset_digest=record.dataset_digest,
             metrics=record.metrics, registry=check, author=author, approvals=list(approvals),
+            rollback=rollback, held_stage_before=bool(before) and version in before[0].history,
         )
         decision = evaluate("promotion", evidence, environment=environment, engine=engine,
                             decisions=record.decisions, audit=audit)
         self.s3.put_object(Bucket=self.bucket, Key=f"{self._prefix(name, version)}decisions/{decision.id}.json",
                            Body=decision.model_dump_json().encode(), ServerSideEncryption=SSE)
         if decision.allow:
+            if stage == PROD_STAGE:
+                self._lock_compliance(name, version)  # before the alias: prod never points at a deletable copy
             self._move_alias(name, stage, record, decision, before)
         return decision
 
+    def rollback(self, name: str, stage: str, version: str, **kwargs: Any) -> Decision:
+        return self.promote(name, version, stage, rollback=True, **kwargs)
+
+    def _lock_compliance(self, name: str, version: str) -> None:
+        """COMPLIANCE retention: not even an administrator can delete or shorten it until it expires."""
+        until = self._retain_until()
+        for key in self._keys(self._prefix(name, version)):
+            if "/decisions/" in key:
+                continue
+            self.s3.put_object_retention(Bucket=self.bucket, Key=key, BypassGovernanceRetention=True,
+                                         Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+
     def _move_alias(self, name: str, stage: str, record: VersionRecord, decision: Decision,
                     before: tuple[Alias, str] | None) -> None:
+        history = before[0].history if before else []
         alias = Alias(version=record.version, model_digest=record.model_digest, decision_id=decision.id,
-                      moved_at=utcnow(), previous=before[0].version if before else None)
+                      moved_at=utcnow(), previous=before[0].version if before else None,
+                      history=history if record.version in history else [*history, record.version])
         condition = {"IfMatch": before[1]} if before else {"IfNoneMatch": "*"}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=f"aliases/{name}/{stage}.json",
@@ -273,6 +298,52 @@ class Registry:
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 (dest / rel).write_bytes((root / rel).read_bytes())
         return record
+
+    def record_deployment(self, name: str, version: str, where: dict[str, Any]) -> None:
+        """Remembered so `inventory` can say where each version runs."""
+        body = json.dumps({**where, "at": utcnow().isoformat()}).encode()
+        key = f"{self._prefix(name, version)}deployments/{sha256_bytes(body)[:16]}.json"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ServerSideEncryption=SSE)
+
+    def deployments(self, name: str, version: str) -> list[dict[str, Any]]:
+        out = []
+        for key in self._keys(f"{self._prefix(name, version)}deployments/"):
+            got = self._get(key)
+            if got:
+                out.append(json.loads(got[0]))
+        return out
+
+    def promotion_decisions(self, name: str, version: str) -> list[Decision]:
+        out = []
+        for key in self._keys(f"{self._prefix(name, version)}decisions/"):
+            got = self._get(key)
+            if got:
+                out.append(Decision.model_validate_json(got[0]))
+        return sorted(out, key=lambda d: d.time)
+
+    def inventory(self) -> list[dict[str, Any]]:
+        """For each model version: stages, signer, dataset, gates passed, revocation, deployments."""
+        rows = []
+        for name in self.models():
+            stages: dict[str, list[str]] = {}
+            for key in self._keys(f"aliases/{name}/"):
+                stage = key.rsplit("/", 1)[-1].removesuffix(".json")
+                current = self.alias(name, stage)
+                if current:
+                    stages.setdefault(current[0].version, []).append(stage)
+            for version in self.versions(name):
+                record = self.record(name, version)
+                if record is None:
+                    continue  # an upload that never completed is not a version
+                passed = {d.gate for d in [*record.decisions, *self.promotion_decisions(name, version)] if d.allow}
+                rows.append({
+                    "model": name, "version": version, "digest": record.model_digest,
+                    "stages": sorted(stages.get(version, [])), "signer": record.signer,
+                    "dataset": record.dataset_digest, "gates_passed": sorted(passed),
+                    "revoked": self.is_revoked(name, version), "deployed": self.deployments(name, version),
+                    "created": record.created.isoformat(), "author": record.author,
+                })
+        return rows
 
     def versions(self, name: str) -> list[str]:
         prefix = f"models/{name}/"

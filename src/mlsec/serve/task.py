@@ -9,6 +9,7 @@ from mlsec.config import Settings
 from mlsec.digest import sha256_json
 from mlsec.evidence import read_evidence
 from mlsec.gates.decision import read_decisions
+from mlsec.registry.task import registry_from_env
 from mlsec.serve.deploy import apply, start_local
 from mlsec.serve.evidence import DeploymentEvidence
 from mlsec.sign import keys
@@ -31,5 +32,7 @@ def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
                   "log": str(handle.log)}
     else:
         result = {"applied": apply(plan.objects, r.namespace), "namespace": r.namespace, "version": r.version}
+    registry_from_env().record_deployment(r.model, r.version, {"target": r.target, "namespace": r.namespace,
+                                                               "stage": r.stage, **result})
     endpoint_out.write_text(json.dumps(result, indent=2))
     print(f"serve: {json.dumps(result)}", flush=True)
