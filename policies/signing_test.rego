@@ -10,7 +10,7 @@ good := {
 	"kind": "mlsec.evidence.signing/v1",
 	"subject": {"name": "credit", "digest": digest},
 	"files": ["config.json", "model.safetensors"],
-	"signature": {"method": "ecdsa-p256", "verified": true, "signer": signer, "signed_digest": digest},
+	"signature": {"method": "key", "verified": true, "signer": signer, "signed_digest": digest},
 	"attestation": {"verified": true, "subject_digest": digest, "dataset_digest": "aa", "decision_digests": ["d1", "d2"]},
 }
 

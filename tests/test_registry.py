@@ -25,7 +25,7 @@ def _register(registry: Registry, signed: Signed, key_pair: keys.KeyPair, name: 
 
 def _promote(registry: Registry, version: str, stage: str, key_pair: keys.KeyPair, engine: InProcessEngine,
              approvals: tuple[str, ...] = (), env: str = "dev"):  # type: ignore[no-untyped-def]
-    return registry.promote("credit", version, stage, public_key=key_pair.public_key, engine=engine,
+    return registry.promote("credit", version, stage, trust=key_pair.public_key, engine=engine,
                             environment=env, author="alice", approvals=approvals)
 
 
@@ -35,7 +35,7 @@ def test_register_promote_through_stages_and_pull(tmp_path: Path, registry: Regi
     assert registry.versions("credit") == [version] and registry.models() == ["credit"]
     log = AuditLog(tmp_path / "audit.jsonl")
     for stage, approvals in (("dev", ()), ("staging", ()), ("prod", ("bob",))):
-        d = registry.promote("credit", version, stage, public_key=key_pair.public_key, engine=engine,
+        d = registry.promote("credit", version, stage, trust=key_pair.public_key, engine=engine,
                              environment="dev", author="alice", approvals=approvals, audit=log)
         assert d.allow, d.deny
         assert registry.alias("credit", stage)[0].version == version
@@ -226,12 +226,12 @@ def test_rollback_goes_back_only_to_a_version_the_stage_ran(tmp_path: Path, regi
     assert _promote(registry, v1, "dev", key_pair, engine).allow
     assert _promote(registry, v2, "dev", key_pair, engine).allow
     assert registry.alias("credit", "dev")[0].history == [v1, v2]
-    d = registry.rollback("credit", "dev", v1, public_key=key_pair.public_key, engine=engine, environment="dev",
+    d = registry.rollback("credit", "dev", v1, trust=key_pair.public_key, engine=engine, environment="dev",
                           author="alice")
     assert d.allow and f"rollback of dev to version {v1}" in d.warn
     assert registry.alias("credit", "dev")[0].version == v1
     # staging never ran v2: "rolling back" to it is just a skipped stage in disguise.
-    denied = registry.rollback("credit", "staging", v2, public_key=key_pair.public_key, engine=engine,
+    denied = registry.rollback("credit", "staging", v2, trust=key_pair.public_key, engine=engine,
                                environment="dev", author="alice")
     assert not denied.allow and any("never pointed at it" in r for r in denied.deny)
 

@@ -66,18 +66,18 @@ def _submit(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from mlsec.registry.task import registry_from_env
     from mlsec.serve.server import serve
-    from mlsec.sign import keys
+    from mlsec.sign.methods import Trust, configured_trust
 
     settings = Settings()
-    public_key = Path(args.public_key) if args.public_key else keys.public_key(settings.key_dir)
+    trust = Trust("key", public_key=Path(args.public_key)) if args.public_key else configured_trust(settings.key_dir)
     if args.bundle:
         bundle = Path(args.bundle)
     else:
         reg = registry_from_env()
         version = reg.resolve(args.name, args.ref)
         bundle = settings.home / "serving" / args.name / version
-        reg.pull(args.name, version, bundle, public_key)
-    serve(args.name, bundle, public_key, host=args.host, port=args.port, expected_digest=args.digest)
+        reg.pull(args.name, version, bundle, trust)
+    serve(args.name, bundle, trust, host=args.host, port=args.port, expected_digest=args.digest)
     return 0
 
 
@@ -179,7 +179,7 @@ def _registry(args: argparse.Namespace) -> int:
     from mlsec.gates.engine import default_engine
     from mlsec.gates.task import audit_sinks
     from mlsec.registry.task import registry_from_env
-    from mlsec.sign import keys
+    from mlsec.sign.methods import configured_trust
 
     settings = Settings()
     reg = registry_from_env()
@@ -218,13 +218,13 @@ def _registry(args: argparse.Namespace) -> int:
         reg.revoke(args.name, args.version, args.reason, by=args.by or getpass.getuser())
         print(f"revoked {args.name} {args.version}")
         return 0
-    public_key = keys.public_key(settings.key_dir)
+    trust = configured_trust(settings.key_dir)
     if cmd == "pull":
-        record = reg.pull(args.name, args.ref, Path(args.output), public_key)
+        record = reg.pull(args.name, args.ref, Path(args.output), trust)
         print(f"pulled {args.name} {record.version} ({record.model_digest}) to {args.output}, verified")
         return 0
     engine = default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s)
-    common = dict(public_key=public_key, engine=engine, environment=args.env or settings.environment,
+    common = dict(trust=trust, engine=engine, environment=args.env or settings.environment,
                   author=args.author or getpass.getuser(), approvals=args.approve, audit=audit_sinks(settings))
     if cmd == "promote":
         decision = reg.promote(args.name, args.version, args.stage, **common)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlsec").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # incl. SigningError, RegistryError
         print(f"mlsec: error: {e}", file=sys.stderr)
         return 2
 

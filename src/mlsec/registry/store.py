@@ -30,6 +30,7 @@ from mlsec.gates.engine import PolicyEngine
 from mlsec.gates.gate import evaluate
 from mlsec.registry.evidence import PromotionEvidence, RegistryCheck
 from mlsec.sign import stage as signing
+from mlsec.sign.methods import Trust
 from mlsec.train.evidence import Metrics
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,9 @@ class Registry:
         return f"models/{name}/{version}/"
 
     # -- register ------------------------------------------------------------------------------
-    def register(self, name: str, bundle: Path, public_key: Path, *, dataset_digest: str, metrics: Metrics,
+    def register(self, name: str, bundle: Path, trust: Trust | Path, *, dataset_digest: str, metrics: Metrics,
                  decisions: Sequence[Decision], author: str) -> VersionRecord:
-        verified = signing.verify(bundle, public_key)  # never store what does not verify
+        verified = signing.verify(bundle, trust)  # never store what does not verify
         attested = set(verified.attestation.decision_digests)
         for d in decisions:
             if d.gate != "signing" and d.digest not in attested:
@@ -182,7 +183,7 @@ class Registry:
                     raise RegistryError(f"{name} {version}: {rel} does not match its recorded digest")
             yield record, root
 
-    def check(self, name: str, version: str, public_key: Path) -> tuple[VersionRecord, RegistryCheck]:
+    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
         record = self.record(name, version)
         if record is None:
             raise RegistryError(f"{name} version {version} does not exist (or its upload never completed)")
@@ -190,8 +191,8 @@ class Registry:
         try:
             with self.fetched(name, version) as (_, root):
                 files_ok = True
-                sig_ok = signing.verify_signature(root, public_key) == record.model_digest
-                verified = signing.verify(root, public_key)
+                sig_ok = signing.verify_signature(root, trust) == record.model_digest
+                verified = signing.verify(root, trust)
                 att_ok = verified.attestation.subject_digest == record.model_digest
         except (RegistryError, ValueError) as e:
             log.warning("registry: %s %s failed verification: %s", name, version, e)
@@ -214,7 +215,7 @@ class Registry:
                 stages.append(stage)
         return sorted(stages)
 
-    def promote(self, name: str, version: str, stage: str, *, public_key: Path, engine: PolicyEngine,
+    def promote(self, name: str, version: str, stage: str, *, trust: Trust | Path, engine: PolicyEngine,
                 environment: str, author: str, approvals: Sequence[str] = (),
                 audit: AuditSink | None = None, rollback: bool = False) -> Decision:
         """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified.
@@ -223,7 +224,7 @@ class Registry:
         not the caller, establishes whether that is true, and the policy decides what it allows.
         """
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
-        record, check = self.check(name, version, public_key)
+        record, check = self.check(name, version, trust)
         evidence = PromotionEvidence(
             subject=Subject(name=name, digest=record.model_digest), target_stage=stage,
             current_stages=self.stages_of(name, version), dataset_digest=record.dataset_digest,
@@ -284,13 +285,13 @@ class Registry:
         current = self.alias(name, ref)
         return current[0].version if current else ref
 
-    def pull(self, name: str, ref: str, dest: Path, public_key: Path) -> VersionRecord:
+    def pull(self, name: str, ref: str, dest: Path, trust: Trust | Path) -> VersionRecord:
         """Copies a verified, unrevoked version into dest (the bundle layout the server loads)."""
         version = self.resolve(name, ref)
         if self.is_revoked(name, version):
             raise RegistryError(f"{name} version {version} is revoked")
         with self.fetched(name, version) as (record, root):
-            verified = signing.verify(root, public_key)
+            verified = signing.verify(root, trust)
             if verified.model_digest != record.model_digest:
                 raise RegistryError(f"{name} {version}: model digest differs from the registry record")
             dest.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from mlsec.registry.s3 import client_from_env
 from mlsec.registry.store import Registry
 from mlsec.serve.deploy import local_objects, render_chart
 from mlsec.serve.evidence import DeploymentEvidence, Release
-from mlsec.sign import keys
+from mlsec.sign.methods import configured_trust
 from mlsec.train.evidence import TrainingEvidence
 
 
@@ -37,11 +37,11 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
     settings = Settings()
     training = read_evidence(TrainingEvidence, training_evidence)
     history = read_decisions(decisions)
-    public_key = keys.public_key(settings.key_dir)
+    trust = configured_trust(settings.key_dir)
     reg = registry_from_env()
-    record = reg.register(model_name, signed, public_key, dataset_digest=training.dataset_digest,
+    record = reg.register(model_name, signed, trust, dataset_digest=training.dataset_digest,
                           metrics=training.metrics, decisions=history, author=author)
-    decision = reg.promote(model_name, record.version, stage, public_key=public_key,
+    decision = reg.promote(model_name, record.version, stage, trust=trust,
                            engine=default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s),
                            environment=settings.environment, author=author, audit=audit_sinks(settings))
     write_decisions(decisions_out, [*history, decision])

@@ -90,12 +90,15 @@ class LocalServer:
         os.killpg(self.pid, signal.SIGKILL)
 
 
-def start_local(model: str, ref: str, host: str, port: int, public_key: Path, log: Path,
-                digest: str | None = None, timeout_s: float = 60.0) -> LocalServer:
-    """Starts `mlsec serve` detached (it outlives the KFP task) and waits until the model is ready."""
+def start_local(model: str, ref: str, host: str, port: int, log: Path, digest: str | None = None,
+                timeout_s: float = 60.0) -> LocalServer:
+    """Starts `mlsec serve` detached (it outlives the KFP task) and waits until the model is ready.
+
+    The server inherits this process's settings, so it trusts exactly what the pipeline trusts.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "mlsec.cli", "serve", "--name", model, "--ref", ref, "--host", host,
-            "--port", str(port), "--public-key", str(public_key), *(["--digest", digest] if digest else [])]
+            "--port", str(port), *(["--digest", digest] if digest else [])]
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)

@@ -11,22 +11,23 @@ import torch
 from kserve.errors import InvalidInput
 
 from mlsec.sign import stage as signing
+from mlsec.sign.methods import Trust
 from mlsec.train.model import load
 
 MAX_BATCH = 256
 
 
 class SignedModel(kserve.Model):  # type: ignore[misc]
-    def __init__(self, name: str, bundle: Path, public_key: Path, expected_digest: str | None = None) -> None:
+    def __init__(self, name: str, bundle: Path, trust: Trust | Path, expected_digest: str | None = None) -> None:
         super().__init__(name)
         self.bundle = bundle
-        self.public_key = public_key
+        self.trust = trust
         self.expected_digest = expected_digest
         self.digest: str | None = None
 
     def load(self) -> bool:
-        """Refuses to load unless the signature and attestation verify with the configured key."""
-        verified = signing.verify(self.bundle, self.public_key)
+        """Refuses to load unless the signature and attestation verify against the configured trust."""
+        verified = signing.verify(self.bundle, self.trust)
         if self.expected_digest and verified.model_digest != self.expected_digest:
             raise ValueError(f"model digest {verified.model_digest} is not the expected {self.expected_digest}")
         self.net, self.cfg = load(self.bundle / signing.MODEL)

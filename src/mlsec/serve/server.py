@@ -13,6 +13,7 @@ from pathlib import Path
 from kserve import ModelServer
 
 from mlsec.serve.model import SignedModel
+from mlsec.sign.methods import Trust
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ class BoundModelServer(ModelServer):  # type: ignore[misc]
             self._rest_server._server.should_exit = True
 
 
-def serve(name: str, bundle: Path, public_key: Path, *, host: str, port: int,
+def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
           expected_digest: str | None = None) -> None:
-    model = SignedModel(name, bundle, public_key, expected_digest)
+    model = SignedModel(name, bundle, trust, expected_digest)
     model.load()  # raises before any socket opens if the bundle does not verify
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
     BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])

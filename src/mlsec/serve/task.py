@@ -12,7 +12,6 @@ from mlsec.gates.decision import read_decisions
 from mlsec.registry.task import registry_from_env
 from mlsec.serve.deploy import apply, start_local
 from mlsec.serve.evidence import DeploymentEvidence
-from mlsec.sign import keys
 
 
 def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
@@ -26,8 +25,7 @@ def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
     if r.target == "local":
         (server,) = plan.objects
         handle = start_local(r.model, r.version, server["bind"], int(server["port"]),
-                             keys.public_key(settings.key_dir), settings.home / "serve" / f"{r.model}.log",
-                             digest=plan.subject.digest)
+                             settings.home / "serve" / f"{r.model}.log", digest=plan.subject.digest)
         result = {"url": handle.url, "pid": handle.pid, "model": r.model, "version": r.version,
                   "log": str(handle.log)}
     else:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlsec.digest import manifest_digest
-from mlsec.sign.keys import fingerprint, load_private, load_public
+from mlsec.sign.keys import key_fingerprint, load_private, load_public
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -64,19 +64,20 @@ def statement(model_manifest: dict[str, str], materials: Materials, invocation: 
     }
 
 
-def sign(stmt: dict[str, Any], private_key: Path, public_key: Path, out: Path) -> None:
+def sign(stmt: dict[str, Any], private_key: Path, out: Path) -> None:
     body = json.dumps(stmt, sort_keys=True).encode()
-    sig = load_private(private_key).sign(_pae(PAYLOAD_TYPE, body), ec.ECDSA(hashes.SHA256()))
+    key = load_private(private_key)
+    sig = key.sign(_pae(PAYLOAD_TYPE, body), ec.ECDSA(hashes.SHA256()))
     envelope = {
         "payloadType": PAYLOAD_TYPE,
         "payload": base64.b64encode(body).decode(),
-        "signatures": [{"keyid": fingerprint(public_key), "sig": base64.b64encode(sig).decode()}],
+        "signatures": [{"keyid": key_fingerprint(key.public_key()), "sig": base64.b64encode(sig).decode()}],
     }
     out.write_text(json.dumps(envelope, indent=2))
 
 
-def verify(envelope_path: Path, public_key: Path) -> VerifiedAttestation:
-    """Checks the DSSE signature with the configured key, then reads what the statement claims."""
+def verify(envelope_path: Path, public_key: Path | ec.EllipticCurvePublicKey) -> VerifiedAttestation:
+    """Checks the DSSE signature with the trusted key, then reads what the statement claims."""
     try:
         env = json.loads(envelope_path.read_text())
         body = base64.b64decode(env["payload"], validate=True)
@@ -84,9 +85,14 @@ def verify(envelope_path: Path, public_key: Path) -> VerifiedAttestation:
         payload_type = env["payloadType"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"attestation {envelope_path} is not a DSSE envelope: {e}") from e
-    key = load_public(public_key)
+    key = load_public(public_key) if isinstance(public_key, Path) else public_key
     if payload_type != PAYLOAD_TYPE or not any(_ok(key, s, _pae(payload_type, body)) for s in sigs):
-        raise ValueError("attestation signature does not verify with the configured public key")
+        raise ValueError("attestation signature does not verify with the trusted key")
+    return read_statement(body)
+
+
+def read_statement(body: bytes) -> VerifiedAttestation:
+    """What a verified statement claims: its subject digest, the dataset and the gate decisions."""
     stmt = json.loads(body)
     if stmt.get("_type") != STATEMENT_TYPE or stmt.get("predicateType") != SLSA_PROVENANCE:
         raise ValueError("attestation is not an in-toto v1 SLSA provenance statement")

@@ -8,9 +8,9 @@ from mlsec.evidence import Evidence, Sha256, Strict
 
 
 class SignatureCheck(Strict):
-    method: Literal["ecdsa-p256"]
+    method: Literal["key", "certificate", "sigstore"]
     verified: bool
-    signer: str  # "sha256:<fingerprint of the public key>"
+    signer: str  # "sha256:<public key fingerprint>" (key, certificate) or "<identity>@<issuer>" (sigstore)
     signed_digest: Sha256  # the model digest recomputed from the verified signature's manifest
 
 

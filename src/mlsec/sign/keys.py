@@ -22,7 +22,10 @@ class KeyPair:
 
 def fingerprint(public_key: Path) -> str:
     """The signer identity policies allow-list: sha256 over the DER SubjectPublicKeyInfo."""
-    key = load_public(public_key)
+    return key_fingerprint(load_public(public_key))
+
+
+def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(der).hexdigest()
 

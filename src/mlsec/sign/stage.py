@@ -15,7 +15,8 @@ from mlsec.digest import manifest_digest, tree_digest, tree_manifest
 from mlsec.evidence import Subject
 from mlsec.sign import attestation
 from mlsec.sign.evidence import AttestationCheck, SignatureCheck, SigningEvidence
-from mlsec.sign.keys import KeyPair, fingerprint
+from mlsec.sign.keys import KeyPair
+from mlsec.sign.methods import Signing, Trust, as_signing, as_trust
 
 MODEL = "model"
 SIGNATURE = "model.sig"
@@ -44,66 +45,72 @@ def _signed_manifest_digest(signature: Path) -> str:
     return manifest_digest({r["name"]: r["digest"] for r in stmt["predicate"]["resources"]})
 
 
-def sign(model_dir: Path, out_dir: Path, keys: KeyPair, materials: attestation.Materials, invocation: str) -> Path:
+def sign(model_dir: Path, out_dir: Path, signing: Signing | KeyPair, materials: attestation.Materials,
+         invocation: str) -> Path:
     """Copies the model into out_dir/model and writes the signature and the signed attestation beside it."""
-    import model_signing
-
+    how = as_signing(signing)
+    signer = how.model_signer()  # fails here, before anything is written, if the method cannot run
     target = out_dir / MODEL
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(model_dir, target)
-    model_signing.signing.Config().set_hashing_config(_hashing_config()).use_elliptic_key_signer(
-        private_key=keys.private_key
-    ).sign(target, out_dir / SIGNATURE)
+    signer.set_hashing_config(_hashing_config()).sign(target, out_dir / SIGNATURE)
     stmt = attestation.statement(tree_manifest(target), materials, invocation)
-    attestation.sign(stmt, keys.private_key, keys.public_key, out_dir / ATTESTATION)
+    how.sign_attestation(stmt, out_dir / ATTESTATION)
     return out_dir
 
 
-def verify_signature(bundle_dir: Path, public_key: Path) -> str:
+def verify_signature(bundle_dir: Path, trust: Trust | Path) -> str:
     """Checks model.sig over every file in model/; returns the digest it vouches for."""
-    import model_signing
-
     model, sig = bundle_dir / MODEL, bundle_dir / SIGNATURE
     for p in (model, sig):
         if not p.exists():
             raise ValueError(f"signed bundle {bundle_dir} lacks {p.name}")
     try:
-        model_signing.verifying.Config().set_hashing_config(_hashing_config()).use_elliptic_key_verifier(
-            public_key=public_key
-        ).verify(model, sig)
+        as_trust(trust).model_verifier().set_hashing_config(_hashing_config()).verify(model, sig)
     except Exception as e:  # model-signing raises ValueError and library-specific errors alike
         raise ValueError(f"model signature verification failed: {e}") from e
     return _signed_manifest_digest(sig)
 
 
-def verify(bundle_dir: Path, public_key: Path) -> Verified:
+def _verify_attestation(bundle_dir: Path, trust: Trust) -> attestation.VerifiedAttestation:
+    try:
+        return trust.verify_attestation(bundle_dir / ATTESTATION, bundle_dir / SIGNATURE)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"attestation verification failed: {e}") from e
+
+
+def verify(bundle_dir: Path, trust: Trust | Path) -> Verified:
     """Raises ValueError naming what failed: signature, extra/missing/changed file, or attestation."""
-    signed = verify_signature(bundle_dir, public_key)
-    att = attestation.verify(bundle_dir / ATTESTATION, public_key)
+    how = as_trust(trust)
+    signed = verify_signature(bundle_dir, how)
+    att = _verify_attestation(bundle_dir, how)
     digest = tree_digest(bundle_dir / MODEL)
     if att.subject_digest != digest:
         raise ValueError(f"attestation is about {att.subject_digest}, not this model {digest}")
-    return Verified(model_digest=digest, signed_digest=signed, signer=fingerprint(public_key), attestation=att)
+    return Verified(model_digest=digest, signed_digest=signed, signer=how.signer(bundle_dir / SIGNATURE),
+                    attestation=att)
 
 
-def evidence(bundle_dir: Path, name: str, public_key: Path) -> SigningEvidence:
+def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidence:
     """Checks signature and attestation separately; a failed check is evidence for the gate, not a crash."""
+    how = as_trust(trust)
     model = bundle_dir / MODEL
     unverified = "0" * 64
     try:
-        signed: str | None = verify_signature(bundle_dir, public_key)
-    except ValueError:
-        signed = None
+        signed: str | None = verify_signature(bundle_dir, how)
+        signer = how.signer(bundle_dir / SIGNATURE)
+    except (ValueError, KeyError, OSError):
+        signed, signer = None, "unverified"
     try:
-        att: attestation.VerifiedAttestation | None = attestation.verify(bundle_dir / ATTESTATION, public_key)
-    except (ValueError, OSError):
+        att: attestation.VerifiedAttestation | None = _verify_attestation(bundle_dir, how)
+    except ValueError:
         att = None
     return SigningEvidence(
         subject=Subject(name=name, digest=tree_digest(model)),
         files=sorted(tree_manifest(model)),
-        signature=SignatureCheck(method="ecdsa-p256", verified=signed is not None,
-                                 signer=fingerprint(public_key), signed_digest=signed or unverified),
+        signature=SignatureCheck(method=how.method, verified=signed is not None,
+                                 signer=signer, signed_digest=signed or unverified),
         attestation=AttestationCheck(
             verified=att is not None,
             subject_digest=att.subject_digest if att else unverified,

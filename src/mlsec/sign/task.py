@@ -10,7 +10,8 @@ from mlsec.config import Settings
 from mlsec.gates.decision import read_decisions
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.evidence import read_evidence
-from mlsec.sign import keys, stage
+from mlsec.sign import stage
+from mlsec.sign.methods import configured_signing, configured_trust
 from mlsec.sign.attestation import Materials
 
 
@@ -28,7 +29,7 @@ def code_commit() -> str:
 def run(model_dir: Path, data_evidence: Path, decisions: Path, model_name: str, invocation: str,
         signed_out: Path, evidence_out: Path) -> None:
     settings = Settings()
-    pair = keys.configured(settings.key_dir, create=settings.deploy_target == "local")
+    signing = configured_signing(settings.key_dir, create_key=settings.deploy_target == "local")
     data = read_evidence(DataEvidence, data_evidence)
     history = read_decisions(decisions)
     materials = Materials(
@@ -36,6 +37,6 @@ def run(model_dir: Path, data_evidence: Path, decisions: Path, model_name: str, 
         decision_digests={f"{d.gate}:{d.id}": d.digest for d in history},
         code_commit=code_commit(), image=os.environ.get("MLSEC_IMAGE", "local"),
     )
-    stage.sign(model_dir, signed_out, pair, materials, invocation)
-    # The evidence is what the verifier sees with the trusted key, not what the signer believes.
-    stage.evidence(signed_out, model_name, keys.public_key(settings.key_dir)).write(evidence_out)
+    stage.sign(model_dir, signed_out, signing, materials, invocation)
+    # The evidence is what a verifier sees with the configured trust, not what the signer believes.
+    stage.evidence(signed_out, model_name, configured_trust(settings.key_dir)).write(evidence_out)

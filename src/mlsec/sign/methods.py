@@ -1,0 +1,200 @@
+"""How a model is signed, and what a verifier trusts: a key, a certificate chain, or a Sigstore identity.
+
+Chosen by configuration (MLSEC_SIGNING_METHOD = key | certificate | sigstore); a method that cannot
+run fails at once with the reason. Nothing ever falls back to another method.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mlsec.sign import attestation
+from mlsec.sign.keys import KeyPair, key_fingerprint, load_public
+
+Method = Literal["key", "certificate", "sigstore"]
+SIGSTORE_HOSTS = ("fulcio.sigstore.dev", "rekor.sigstore.dev", "tuf-repo-cdn.sigstore.dev")
+
+
+class SigningError(RuntimeError):
+    pass
+
+
+def _method() -> Method:
+    method = os.environ.get("MLSEC_SIGNING_METHOD") or "key"
+    if method not in ("key", "certificate", "sigstore"):
+        raise SigningError(f"MLSEC_SIGNING_METHOD={method!r}: use key, certificate or sigstore")
+    return method  # type: ignore[return-value]
+
+
+def _chain() -> list[Path]:
+    return [Path(p) for p in (os.environ.get("MLSEC_CERT_CHAIN") or "").split(os.pathsep) if p]
+
+
+def require_sigstore_network(timeout_s: float = 3.0) -> None:
+    """Keyless signing needs Fulcio, Rekor and the TUF root; say so now rather than hang later."""
+    for host in SIGSTORE_HOSTS:
+        try:
+            socket.create_connection((host, 443), timeout=timeout_s).close()
+        except OSError as e:
+            raise SigningError(
+                f"Sigstore keyless signing needs network access to {host}:443, which failed ({e}). "
+                "No other signing method is used in its place: set MLSEC_SIGNING_METHOD=key for offline signing."
+            ) from e
+
+
+@dataclass(frozen=True)
+class Signing:
+    method: Method
+    keys: KeyPair | None = None
+    certificate: Path | None = None
+    chain: list[Path] = field(default_factory=list)
+    oidc_token: str | None = None
+
+    @classmethod
+    def from_env(cls, keys: KeyPair | None) -> Signing:
+        method = _method()
+        if method == "sigstore":
+            token = os.environ.get("MLSEC_OIDC_TOKEN") or os.environ.get("SIGSTORE_ID_TOKEN")
+            if not token:
+                raise SigningError("Sigstore keyless signing needs an OIDC identity token "
+                                   "(MLSEC_OIDC_TOKEN or SIGSTORE_ID_TOKEN); none is set")
+            return cls("sigstore", oidc_token=token)
+        if keys is None:
+            raise SigningError(f"{method} signing needs a private key")
+        if method == "certificate":
+            cert = os.environ.get("MLSEC_SIGNING_CERT")
+            if not cert:
+                raise SigningError("certificate signing needs MLSEC_SIGNING_CERT (and MLSEC_CERT_CHAIN)")
+            return cls("certificate", keys, Path(cert), _chain())
+        return cls("key", keys)
+
+    def model_signer(self) -> Any:
+        import model_signing
+
+        cfg = model_signing.signing.Config()
+        if self.method == "sigstore":
+            require_sigstore_network()
+            return cfg.use_sigstore_signer(identity_token=self.oidc_token)
+        assert self.keys is not None
+        if self.method == "certificate":
+            assert self.certificate is not None
+            return cfg.use_certificate_signer(private_key=self.keys.private_key, signing_certificate=self.certificate,
+                                              certificate_chain=self.chain)
+        return cfg.use_elliptic_key_signer(private_key=self.keys.private_key)
+
+    def sign_attestation(self, stmt: dict[str, Any], out: Path) -> None:
+        if self.method != "sigstore":
+            assert self.keys is not None
+            attestation.sign(stmt, self.keys.private_key, out)
+            return
+        from sigstore.dsse import Statement
+        from sigstore.models import ClientTrustConfig
+        from sigstore.oidc import IdentityToken
+        from sigstore.sign import SigningContext
+
+        require_sigstore_network()
+        ctx = SigningContext.from_trust_config(ClientTrustConfig.production())
+        with ctx.signer(IdentityToken(self.oidc_token or "")) as signer:
+            bundle = signer.sign_dsse(Statement(json.dumps(stmt, sort_keys=True).encode()))
+        out.write_text(bundle.to_json())
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What verifiers accept. Never read from the artifact being verified."""
+
+    method: Method
+    public_key: Path | None = None
+    chain: list[Path] = field(default_factory=list)
+    identity: str | None = None
+    issuer: str | None = None
+
+    @classmethod
+    def from_env(cls, public_key: Path | None) -> Trust:
+        method = _method()
+        if method == "sigstore":
+            identity, issuer = os.environ.get("MLSEC_SIGSTORE_IDENTITY"), os.environ.get("MLSEC_SIGSTORE_ISSUER")
+            if not identity or not issuer:
+                raise SigningError("Sigstore verification needs MLSEC_SIGSTORE_IDENTITY and MLSEC_SIGSTORE_ISSUER")
+            return cls("sigstore", identity=identity, issuer=issuer)
+        if method == "certificate":
+            if not _chain():
+                raise SigningError("certificate verification needs MLSEC_CERT_CHAIN (the trusted CA certificates)")
+            return cls("certificate", chain=_chain())
+        if public_key is None:
+            raise SigningError("key verification needs a public key")
+        return cls("key", public_key=public_key)
+
+    def model_verifier(self) -> Any:
+        import model_signing
+
+        cfg = model_signing.verifying.Config()
+        if self.method == "sigstore":
+            return cfg.use_sigstore_verifier(identity=self.identity or "", oidc_issuer=self.issuer or "")
+        if self.method == "certificate":
+            return cfg.use_certificate_verifier(certificate_chain=self.chain)
+        return cfg.use_elliptic_key_verifier(public_key=self.public_key)
+
+    def _leaf_key(self, signature: Path) -> ec.EllipticCurvePublicKey:
+        """The signing certificate's key, read from a signature model-signing has already verified."""
+        bundle = json.loads(signature.read_text())
+        der = base64.b64decode(bundle["verificationMaterial"]["x509CertificateChain"]["certificates"][0]["rawBytes"])
+        key = x509.load_der_x509_certificate(der).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError("signing certificate does not hold an EC key")
+        return key
+
+    def signer(self, signature: Path) -> str:
+        """The identity policies allow-list: key fingerprint, or Sigstore identity@issuer."""
+        if self.method == "sigstore":
+            return f"{self.identity}@{self.issuer}"
+        if self.method == "certificate":
+            return key_fingerprint(self._leaf_key(signature))
+        assert self.public_key is not None
+        return key_fingerprint(load_public(self.public_key))
+
+    def verify_attestation(self, envelope: Path, signature: Path) -> attestation.VerifiedAttestation:
+        if self.method == "key":
+            assert self.public_key is not None
+            return attestation.verify(envelope, self.public_key)
+        if self.method == "certificate":
+            return attestation.verify(envelope, self._leaf_key(signature))
+        from sigstore.models import Bundle
+        from sigstore.verify import Verifier
+        from sigstore.verify.policy import Identity
+
+        bundle = Bundle.from_json(envelope.read_text())
+        _, payload = Verifier.production().verify_dsse(bundle, Identity(identity=self.identity or "",
+                                                                        issuer=self.issuer or ""))
+        return attestation.read_statement(payload)
+
+
+def configured_trust(key_dir: Path) -> Trust:
+    """The trust verifiers use here: per MLSEC_SIGNING_METHOD, with the key from MLSEC_PUBLIC_KEY/key_dir."""
+    from mlsec.sign.keys import public_key
+
+    return Trust.from_env(public_key(key_dir) if _method() == "key" else None)
+
+
+def configured_signing(key_dir: Path, *, create_key: bool) -> Signing:
+    from mlsec.sign.keys import configured
+
+    return Signing.from_env(None if _method() == "sigstore" else configured(key_dir, create=create_key))
+
+
+def as_trust(trust: Trust | Path) -> Trust:
+    """A bare path is a public key: the default, key-based trust."""
+    return trust if isinstance(trust, Trust) else Trust("key", public_key=trust)
+
+
+def as_signing(signing: Signing | KeyPair) -> Signing:
+    return signing if isinstance(signing, Signing) else Signing("key", signing)
