@@ -19,7 +19,10 @@ from pathlib import Path
 
 def in_process(work: Path, epochs: int) -> None:
     """The pipeline's stages and gates as plain function calls, same order, same artifacts."""
+    import os
+
     from mlsec.gates.decision import read_decisions
+    from mlsec.serve import auth
     from mlsec.gates.task import run_gate
     from mlsec.ingest import task as ingest
     from mlsec.registry import task as promote

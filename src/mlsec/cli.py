@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -77,7 +78,24 @@ def _serve(args: argparse.Namespace) -> int:
         version = reg.resolve(args.name, args.ref)
         bundle = settings.home / "serving" / args.name / version
         reg.pull(args.name, version, bundle, trust)
-    serve(args.name, bundle, trust, host=args.host, port=args.port, expected_digest=args.digest)
+    from mlsec.serve.guard import GuardConfig
+
+    api_keys = Path(args.api_keys or os.environ.get("MLSEC_API_KEYS_FILE") or settings.home / "serve" / "api-keys.json")
+    audit = Path(args.audit_log) if args.audit_log else settings.home / "serve" / f"{args.name}-requests.jsonl"
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    guard = GuardConfig(max_body_bytes=args.max_body, rate=args.rate, flagged_rate=args.flagged_rate,
+                        audit_log=audit)
+    serve(args.name, bundle, trust, host=args.host, port=args.port, api_keys=api_keys, guard=guard,
+          expected_digest=args.digest, precision=args.precision)
+    return 0
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    from mlsec.serve import auth
+
+    path = Path(args.file or os.environ.get("MLSEC_API_KEYS_FILE") or Settings().home / "serve" / "api-keys.json")
+    key = auth.create(path, args.client)
+    print(f"API key for {args.client} (shown once; only its hash is kept in {path}):\n{key}")
     return 0
 
 
@@ -275,13 +293,24 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--digest", help="refuse any model with another digest")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--api-keys", help="hashed API keys JSON (default: MLSEC_API_KEYS_FILE or .mlsec/serve/api-keys.json)")
+    v.add_argument("--rate", default=os.environ.get("MLSEC_RATE_LIMIT", "50/second"), help="per-client limit")
+    v.add_argument("--flagged-rate", default="1/second", help="limit for clients flagged for extraction")
+    v.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes")
+    v.add_argument("--precision", type=int, default=2, help="decimals of the returned probability")
+    v.add_argument("--audit-log", help="request audit log (default: .mlsec/serve/<name>-requests.jsonl)")
     v.set_defaults(func=_serve)
 
-    k = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
+
+    k = sub.add_parser("keys", help="signing keys and API keys").add_subparsers(dest="keys_cmd", required=True)
     kc = k.add_parser("create", help="create an ECDSA P-256 key pair (private key 0600)")
     kc.add_argument("--dir")
     kc.add_argument("--force", action="store_true")
     kc.set_defaults(func=_keys_create)
+    ak = k.add_parser("api-key", help="create an API key for a client of the model server (printed once)")
+    ak.add_argument("client")
+    ak.add_argument("--file", help="hashed key file (default: MLSEC_API_KEYS_FILE or .mlsec/serve/api-keys.json)")
+    ak.set_defaults(func=_api_key)
 
     a = sub.add_parser("audit", help="decision audit log").add_subparsers(dest="audit_cmd", required=True)
     av = a.add_parser("verify", help="check the hash chain")

@@ -21,6 +21,7 @@ import pandas as pd
 from mlsec.config import Settings, sample_dataset
 from mlsec.gates.engine import GO_RUNTIME_ENV
 from mlsec.registry.seaweed import LocalS3
+from mlsec.serve import auth
 from mlsec.serve.deploy import LocalServer
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def local_services(home: Path) -> Iterator[LocalS3]:
     saved = dict(os.environ)
     with LocalS3(home / "s3") as s3:
         os.environ.update(s3.env)
-        os.environ.update({"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local"})
+        os.environ.update({"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local",
+                           "MLSEC_API_KEYS_FILE": str(home / "serve" / "demo-api-keys.json")})
         for k, v in GO_RUNTIME_ENV.items():
             os.environ.setdefault(k, v)
         try:
@@ -101,6 +103,9 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
     warnings.filterwarnings("ignore", message=r".*settings \['accelerator'\] have no effect", category=UserWarning)
 
     settings = Settings()
+    keys_file = Path(os.environ["MLSEC_API_KEYS_FILE"])
+    keys_file.unlink(missing_ok=True)  # a fresh key for each demo run; only its hash is on disk
+    api_key = auth.create(keys_file, "demo")
     audit_before = len(settings.audit_log.read_text().splitlines()) if settings.audit_log.exists() else 0
     runs = home / "runs"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
@@ -124,7 +129,8 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
                              model=result.endpoint["model"], log=Path(result.endpoint["log"]))
         try:
             if predict:
-                result.prediction = {"input": sample_instance(), "output": server.predict([sample_instance()])}
+                result.prediction = {"input": sample_instance(),
+                                     "output": server.predict([sample_instance()], api_key)}
         finally:
             server.stop()
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from mlsec.config import Settings
@@ -18,8 +19,13 @@ def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int
         connect_timeout=3,
         read_timeout=30,
     )
-    # Credentials come from the standard AWS environment / a mounted Secret, never from code.
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
+    # Credentials come from a mounted Secret (files) or the standard AWS environment, never from code.
+    creds = {}
+    if cred_dir := os.environ.get("MLSEC_S3_CREDENTIALS_DIR"):
+        d = Path(cred_dir)
+        creds = {"aws_access_key_id": (d / "AWS_ACCESS_KEY_ID").read_text().strip(),
+                 "aws_secret_access_key": (d / "AWS_SECRET_ACCESS_KEY").read_text().strip()}
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg, **creds)
 
 
 def client_from_env() -> Any:

@@ -63,10 +63,10 @@ class LocalServer:
     model: str
     log: Path
 
-    def predict(self, instances: list[dict[str, float]], timeout: float = 10.0) -> dict[str, Any]:
+    def predict(self, instances: list[dict[str, float]], api_key: str, timeout: float = 10.0) -> dict[str, Any]:
         req = urllib.request.Request(
             f"{self.url}/v1/models/{self.model}:predict", data=json.dumps({"instances": instances}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}, method="POST",
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())

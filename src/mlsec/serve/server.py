@@ -12,6 +12,9 @@ from pathlib import Path
 
 from kserve import ModelServer
 
+from mlsec.serve.auth import ApiKeys
+from mlsec.serve.auth import load as load_keys
+from mlsec.serve.guard import Guard, GuardConfig
 from mlsec.serve.model import SignedModel
 from mlsec.sign.methods import Trust
 
@@ -34,9 +37,13 @@ class BoundModelServer(ModelServer):  # type: ignore[misc]
             self._rest_server._server.should_exit = True
 
 
-def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
-          expected_digest: str | None = None) -> None:
-    model = SignedModel(name, bundle, trust, expected_digest)
+def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int, api_keys: Path,
+          guard: GuardConfig, expected_digest: str | None = None, precision: int = 2) -> None:
+    from kserve.model_server import app
+
+    keys = ApiKeys(load_keys(api_keys))  # no keys, no server: it never runs unauthenticated
+    model = SignedModel(name, bundle, trust, expected_digest, precision=precision)
     model.load()  # raises before any socket opens if the bundle does not verify
+    app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard)
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
     BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])

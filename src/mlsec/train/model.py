@@ -15,6 +15,16 @@ CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
+class FeatureProfile:
+    """What serving checks inputs against: the contract's range and the training distribution."""
+
+    min: float | None
+    max: float | None
+    edges: list[float]  # decile bin edges of the training data (drift, input-space coverage)
+    expected: list[float]  # share of training rows in each bin
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     features: list[str]
     mean: list[float]
@@ -22,6 +32,7 @@ class ModelConfig:
     hidden: int
     label: str
     threshold: float = 0.5
+    profile: dict[str, FeatureProfile] | None = None
 
 
 class CreditModel(nn.Module):
@@ -47,7 +58,9 @@ def save(model: CreditModel, cfg: ModelConfig, out_dir: Path) -> None:
 
 
 def load(model_dir: Path) -> tuple[CreditModel, ModelConfig]:
-    cfg = ModelConfig(**json.loads((model_dir / CONFIG).read_text()))
+    raw = json.loads((model_dir / CONFIG).read_text())
+    profile = {f: FeatureProfile(**p) for f, p in (raw.pop("profile", None) or {}).items()}
+    cfg = ModelConfig(**raw, profile=profile or None)
     model = CreditModel(cfg)
     model.load_state_dict(load_file(model_dir / WEIGHTS))
     model.eval()

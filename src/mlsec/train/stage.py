@@ -18,7 +18,7 @@ from mlsec.digest import sha256_file, tree_digest
 from mlsec.evidence import Subject
 from mlsec.ingest.contract import DataContract
 from mlsec.train.evidence import Fairness, Metrics, TrainingEvidence, TrainingRun
-from mlsec.train.model import CreditModel, ModelConfig, save
+from mlsec.train.model import CreditModel, FeatureProfile, ModelConfig, save
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,18 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def profile(x: np.ndarray, contract: DataContract) -> dict[str, FeatureProfile]:
+    """Per feature: the contract's range and decile bins of the training data, signed with the model."""
+    out = {}
+    for i, f in enumerate(contract.features):
+        edges = np.unique(np.quantile(x[:, i], np.linspace(0, 1, 11)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, x[:, i], side="right"), minlength=len(edges) + 1)
+        col = contract.columns[f]
+        out[f] = FeatureProfile(min=col.min, max=col.max, edges=edges.tolist(),
+                                expected=(counts / counts.sum()).tolist())
+    return out
+
+
 def demographic_parity_difference(pred: np.ndarray, groups: np.ndarray) -> float:
     rates = [float(pred[groups == g].mean()) for g in np.unique(groups)]
     return max(rates) - min(rates) if len(rates) > 1 else 0.0
@@ -62,7 +74,7 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
     )
     mean, std = x[idx_train].mean(0), x[idx_train].std(0) + 1e-6
     cfg = ModelConfig(features=contract.features, mean=mean.tolist(), std=std.tolist(),
-                      hidden=params.hidden, label=contract.label)
+                      hidden=params.hidden, label=contract.label, profile=profile(x[idx_train], contract))
     device = pick_device()
     model = CreditModel(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=params.lr)

@@ -1,0 +1,215 @@
+"""The model server's front door (ASGI middleware): only known routes, bounded JSON bodies,
+authenticated clients, per-client rate limits, extraction and drift monitoring, and an audit line
+per request that never holds the raw input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter, Gauge, Histogram
+
+from mlsec.serve.auth import ApiKeys
+from mlsec.serve.monitor import DriftMonitor, ExtractionMonitor
+from mlsec.serve.openapi import spec
+from mlsec.train.model import ModelConfig
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+REQUESTS = Counter("mlsec_requests_total", "Inference requests by HTTP status", ["model", "status"])
+LATENCY = Histogram("mlsec_request_latency_seconds", "Inference latency including the guard", ["model"])
+REJECTED = Counter("mlsec_rejections_total", "Requests refused, by reason", ["model", "reason"])
+DRIFT = Gauge("mlsec_feature_drift_psi", "Population stability index of recent inputs vs training", ["model", "feature"])
+FLAGGED = Gauge("mlsec_flagged_clients", "Clients flagged for extraction-like behaviour", ["model"])
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    max_body_bytes: int = 64 * 1024
+    rate: str = "50/second"
+    flagged_rate: str = "1/second"  # what a flagged client is throttled to
+    drift_every: int = 20  # recompute PSI every N requests
+    audit_log: Path | None = None
+
+
+class Guard:
+    def __init__(self, app: Callable[..., Awaitable[None]], model: str, cfg: ModelConfig, keys: ApiKeys,
+                 settings: GuardConfig, extraction: ExtractionMonitor | None = None) -> None:
+        self.app, self.model, self.cfg, self.keys, self.settings = app, model, cfg, keys, settings
+        profile = cfg.profile or {}
+        self.extraction = extraction or ExtractionMonitor(profile, cfg.features)
+        self.drift = DriftMonitor(profile, cfg.features)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
+        self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
+                                             "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}",
+                                             f"/v2/models/{model}/ready")}
+        self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2"}
+        self._count = 0
+        self.openapi = spec(model, cfg)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = (scope["method"], scope["path"])
+        if key == ("GET", "/openapi.json"):
+            await _reply(send, 200, self.openapi)
+        elif key in self.public:
+            await self.app(scope, receive, send)
+        elif key in self.infer:
+            await self._inference(scope, receive, send, self.infer[key])
+        else:
+            # Model repository load/unload, docs, unknown models: none of it is exposed.
+            await _reply(send, 404, {"error": f"no such route: {scope['method']} {scope['path']}"})
+
+    async def _inference(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
+        started = time.perf_counter()
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        client = self.keys.client(_presented_key(headers))
+        status, reason, digest, flagged = 0, "", "", None
+
+        async def refuse(code: int, why: str, message: str, extra: dict[str, str] | None = None) -> None:
+            nonlocal status, reason
+            status, reason = code, why
+            REJECTED.labels(self.model, why).inc()
+            await _reply(send, code, {"error": message}, extra)
+
+        try:
+            if client is None:
+                await refuse(401, "unauthenticated", "missing or invalid API key", {"www-authenticate": "Bearer"})
+                return
+            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                await refuse(415, "content_type", "content-type must be application/json")
+                return
+            if int(headers.get("content-length") or 0) > self.settings.max_body_bytes:
+                await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
+                return
+            limit = self.flagged_rate if client in self.extraction.flagged else self.rate
+            if not self.limiter.hit(limit, self.model, client):
+                await refuse(429, "rate_limited", f"rate limit {limit} exceeded", {"retry-after": "1"})
+                return
+            body = await _read(receive, self.settings.max_body_bytes)
+            if body is None:
+                await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
+                return
+            digest = hashlib.sha256(body).hexdigest()
+            try:
+                doc = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                await refuse(400, "invalid_json", "body is not valid JSON")
+                return
+            rows = self._rows(doc, protocol)
+            flagged = self.extraction.observe(client, rows)
+            FLAGGED.labels(self.model).set(len(self.extraction.flagged))
+            self._watch_drift(rows)
+            status = await self._forward(scope, body, send)
+            reason = "served" if status < 400 else "invalid_input"
+            if status >= 400:
+                REJECTED.labels(self.model, reason).inc()
+        finally:
+            elapsed = time.perf_counter() - started
+            REQUESTS.labels(self.model, str(status)).inc()
+            LATENCY.labels(self.model).observe(elapsed)
+            self._audit(client, digest, status, reason, elapsed, flagged)
+
+    def _rows(self, doc: Any, protocol: str) -> list[list[float]]:
+        """Well-formed numeric rows for the monitors; the model itself rejects anything else."""
+        feats = self.cfg.features
+        try:
+            if protocol == "v1":
+                return [[float(i[f]) for f in feats] for i in doc["instances"]
+                        if isinstance(i, dict) and all(isinstance(i.get(f), (int, float)) for f in feats)]
+            (tensor,) = [t for t in doc["inputs"] if t.get("name") == "input"]
+            flat = [float(v) for v in tensor["data"]]
+            return [flat[r:r + len(feats)] for r in range(0, len(flat), len(feats)) if r + len(feats) <= len(flat)]
+        except (KeyError, TypeError, ValueError):
+            return []
+
+    def _watch_drift(self, rows: list[list[float]]) -> None:
+        self.drift.observe(rows)
+        self._count += 1
+        if self._count % self.settings.drift_every == 0:
+            for feature, psi in self.drift.psi().items():
+                DRIFT.labels(self.model, feature).set(psi)
+
+    async def _forward(self, scope: Scope, body: bytes, send: Send) -> int:
+        sent = False
+        status = 500
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        await self.app(scope, replay, capture)
+        return status
+
+    def _audit(self, client: str | None, digest: str, status: int, reason: str, elapsed: float,
+               flagged: str | None) -> None:
+        entry = {"time": time.time(), "client": client or "anonymous", "model": self.model,
+                 "input_sha256": digest or None, "status": status, "decision": reason,
+                 "latency_ms": round(elapsed * 1000, 3)}
+        if flagged:
+            entry["flagged"] = flagged
+        line = json.dumps(entry, sort_keys=True)
+        if self.settings.audit_log:
+            with self.settings.audit_log.open("a") as f:
+                f.write(line + "\n")
+        if flagged:
+            log.warning("serve: client %s flagged: %s", client, flagged)
+
+
+def _presented_key(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return headers.get("x-api-key")
+
+
+async def _read(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes the limit (a lying Content-Length changes nothing)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+    body = json.dumps(doc).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
