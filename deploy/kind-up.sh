@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring up the cluster path on a laptop: kind + Calico + Kubeflow Pipelines (standalone) + mlsec.
-# Needs: docker, kind, kubectl, and network access to the image registries. NOT run in this repo's CI
+# Needs: docker, kind, kubectl, helm, and network access to the image registries. NOT run in this repo's CI
 # (no Docker daemon or Kubernetes API there); see README "What runs where".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +56,16 @@ sed "s#openpolicyagent/opa@sha256:0\{64\}#$(digest "$OPA_IMAGE")#" manifests/opa
 sed "s#chrislusf/seaweedfs@sha256:0\{64\}#$(digest "$WEED_IMAGE")#" manifests/seaweedfs.yaml | kubectl apply -f -
 sed "s#MLSEC_IMAGE: \"\".*#MLSEC_IMAGE: \"${MLSEC_IMAGE_PINNED}\"#; s#MLSEC_GIT_COMMIT: \"\"#MLSEC_GIT_COMMIT: \"$(git rev-parse HEAD)\"#" \
   manifests/config.yaml | kubectl apply -f -
-kubectl apply -f manifests/networkpolicies.yaml -f manifests/rbac.yaml
+kubectl apply -f manifests/networkpolicies.yaml
+
+# The serving release: installed once by the platform team; each pipeline run then only patches its
+# workload (the chart's Role allows the pipeline nothing more). Clients get keys from `mlsec keys api-key`.
+$VENV/mlsec keys api-key platform-smoke-test --file "$tmp/api-keys.json"
+kubectl -n mlsec-serving create secret generic mlsec-api-keys --from-file=keys.json="$tmp/api-keys.json" \
+  --dry-run=client -o yaml | kubectl apply -f -
+helm upgrade --install credit-dev helm/mlsec -n mlsec-serving -f helm/mlsec/values-dev.yaml \
+  --set image.repository="${MLSEC_IMAGE_PINNED%@*}" --set image.digest="${MLSEC_IMAGE_PINNED#*@}" \
+  --set s3.endpoint=http://seaweedfs.mlsec-system.svc:8333
 kubectl -n kubeflow rollout status deploy/ml-pipeline --timeout=600s
 
 echo "Cluster ready. In another shell: kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80"

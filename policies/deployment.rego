@@ -14,6 +14,9 @@ pod_spec(obj) := obj.spec if obj.kind == "Pod"
 
 pod_spec(obj) := obj.spec.jobTemplate.spec.template.spec if obj.kind == "CronJob"
 
+# KServe's predictor is a pod spec with extra fields (minReplicas, ...).
+pod_spec(obj) := obj.spec.predictor if obj.kind == "InferenceService"
+
 workloads contains [name, spec] if {
 	some obj in ev.objects
 	spec := pod_spec(obj)

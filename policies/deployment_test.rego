@@ -54,6 +54,13 @@ test_hardened_deployment_allowed if {
 	count(d.warn) == 0
 }
 
+test_inference_service_predictor_is_checked if {
+	isvc := {"kind": "InferenceService", "metadata": {"name": "credit"}, "spec": {"predictor": object.union(pod, {"minReplicas": 2})}}
+	decide([isvc, netpol]).allow
+	bad := {"kind": "InferenceService", "metadata": {"name": "credit"}, "spec": {"predictor": object.union(pod, {"automountServiceAccountToken": true})}}
+	denied([bad, netpol], "InferenceService/credit: automountServiceAccountToken")
+}
+
 test_pod_and_cronjob_specs_are_checked if {
 	denied([{"kind": "Pod", "metadata": {"name": "p"}, "spec": object.union(pod, {"hostNetwork": true})}, netpol], "Pod/p: hostNetwork")
 	cron := {"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": object.union(pod, {"hostPID": true})}}}}}

@@ -81,8 +81,9 @@ def _serve(args: argparse.Namespace) -> int:
     from mlsec.serve.guard import GuardConfig
 
     api_keys = Path(args.api_keys or os.environ.get("MLSEC_API_KEYS_FILE") or settings.home / "serve" / "api-keys.json")
-    audit = Path(args.audit_log) if args.audit_log else settings.home / "serve" / f"{args.name}-requests.jsonl"
-    audit.parent.mkdir(parents=True, exist_ok=True)
+    audit = None if args.audit_log == "-" else Path(args.audit_log or settings.home / "serve" / f"{args.name}-requests.jsonl")
+    if audit:
+        audit.parent.mkdir(parents=True, exist_ok=True)
     guard = GuardConfig(max_body_bytes=args.max_body, rate=args.rate, flagged_rate=args.flagged_rate,
                         audit_log=audit)
     serve(args.name, bundle, trust, host=args.host, port=args.port, api_keys=api_keys, guard=guard,
@@ -298,7 +299,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--flagged-rate", default="1/second", help="limit for clients flagged for extraction")
     v.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes")
     v.add_argument("--precision", type=int, default=2, help="decimals of the returned probability")
-    v.add_argument("--audit-log", help="request audit log (default: .mlsec/serve/<name>-requests.jsonl)")
+    v.add_argument("--audit-log", help="request audit log, '-' for stdout (default: .mlsec/serve/<name>-requests.jsonl)")
     v.set_defaults(func=_serve)
 
 

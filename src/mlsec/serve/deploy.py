@@ -37,8 +37,15 @@ def local_objects(model: str, version: str, host: str, port: int) -> list[dict[s
              "verify_signature": True}]
 
 
+WORKLOAD_KINDS = {"Deployment", "InferenceService"}
+
+
 def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
-    """Server-side apply through the Kubernetes API, with in-cluster or kubeconfig credentials."""
+    """Server-side apply of the release's workload through the Kubernetes API.
+
+    Only the workload moves with each release; the chart installs the rest once (Service, policies,
+    RBAC), so the pipeline's service account needs nothing beyond get/patch on that one object.
+    """
     from kubernetes import client, config, dynamic
 
     try:
@@ -47,7 +54,7 @@ def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
         config.load_kube_config()
     api = dynamic.DynamicClient(client.ApiClient())
     applied = []
-    for obj in objects:
+    for obj in (o for o in objects if o["kind"] in WORKLOAD_KINDS):
         resource = api.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         ns = obj["metadata"].get("namespace", namespace) if resource.namespaced else None
         resource.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=ns,

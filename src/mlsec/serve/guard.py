@@ -44,7 +44,7 @@ class GuardConfig:
     rate: str = "50/second"
     flagged_rate: str = "1/second"  # what a flagged client is throttled to
     drift_every: int = 20  # recompute PSI every N requests
-    audit_log: Path | None = None
+    audit_log: Path | None = None  # None: one JSON line per request on stdout (for the cluster's log pipeline)
 
 
 class Guard:
@@ -179,6 +179,8 @@ class Guard:
         if self.settings.audit_log:
             with self.settings.audit_log.open("a") as f:
                 f.write(line + "\n")
+        else:
+            print(line, flush=True)
         if flagged:
             log.warning("serve: client %s flagged: %s", client, flagged)
 
