@@ -25,7 +25,9 @@ docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name mlsec
 docker pull "$OPA_IMAGE" && docker pull "$WEED_IMAGE"
 kind load docker-image "$OPA_IMAGE" "$WEED_IMAGE" --name mlsec
-digest() { docker image inspect --format '{{index .RepoDigests 0}}' "$1" 2>/dev/null || docker image inspect --format '{{.Id}}' "$1"; }
+# repo@sha256:… for pulled images; a locally built image has no registry digest, so use its ID.
+digest() { docker image inspect --format '{{index .RepoDigests 0}}' "$1" 2>/dev/null \
+  || echo "${1%%:*}@$(docker image inspect --format '{{.Id}}' "$1")"; }
 MLSEC_IMAGE_PINNED="$(digest "$IMAGE")"
 
 kubectl apply -f manifests/namespaces.yaml

@@ -49,11 +49,9 @@ class GuardConfig:
 
 class Guard:
     def __init__(self, app: Callable[..., Awaitable[None]], model: str, cfg: ModelConfig, keys: ApiKeys,
-                 settings: GuardConfig, extraction: ExtractionMonitor | None = None) -> None:
+                 settings: GuardConfig, extraction: ExtractionMonitor, drift: DriftMonitor) -> None:
         self.app, self.model, self.cfg, self.keys, self.settings = app, model, cfg, keys, settings
-        profile = cfg.profile or {}
-        self.extraction = extraction or ExtractionMonitor(profile, cfg.features)
-        self.drift = DriftMonitor(profile, cfg.features)
+        self.extraction, self.drift = extraction, drift
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
@@ -62,6 +60,7 @@ class Guard:
         self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2"}
         self._count = 0
         self.openapi = spec(model, cfg)
+        self._audit_file = settings.audit_log.open("a", buffering=1) if settings.audit_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,6 +127,14 @@ class Guard:
             LATENCY.labels(self.model).observe(elapsed)
             self._audit(client, digest, status, reason, elapsed, flagged)
 
+    @staticmethod
+    def monitors(cfg: ModelConfig) -> dict[str, Any]:
+        """Built before the server starts (Starlette builds middleware lazily, at the first request),
+        so a model without a usable training profile fails at start-up, not on a request."""
+        if not cfg.profile:
+            raise ValueError("the model carries no training profile: retrain it with this version of mlsec")
+        return {"extraction": ExtractionMonitor(cfg.profile, cfg.features), "drift": DriftMonitor(cfg.profile, cfg.features)}
+
     def _rows(self, doc: Any, protocol: str) -> list[list[float]]:
         """Well-formed numeric rows for the monitors; the model itself rejects anything else."""
         feats = self.cfg.features
@@ -176,9 +183,8 @@ class Guard:
         if flagged:
             entry["flagged"] = flagged
         line = json.dumps(entry, sort_keys=True)
-        if self.settings.audit_log:
-            with self.settings.audit_log.open("a") as f:
-                f.write(line + "\n")
+        if self._audit_file is not None:
+            self._audit_file.write(line + "\n")  # line-buffered: each request's line is on disk when it ends
         else:
             print(line, flush=True)
         if flagged:

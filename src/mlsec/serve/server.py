@@ -44,6 +44,6 @@ def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
     keys = ApiKeys(load_keys(api_keys))  # no keys, no server: it never runs unauthenticated
     model = SignedModel(name, bundle, trust, expected_digest, precision=precision)
     model.load()  # raises before any socket opens if the bundle does not verify
-    app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard)
+    app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard, **Guard.monitors(model.cfg))
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
     BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])
