@@ -255,6 +255,15 @@ def _registry(args: argparse.Namespace) -> int:
     return 0 if decision.allow else 1
 
 
+def _threats(args: argparse.Namespace) -> int:
+    from mlsec.threatmodel.model import load
+
+    for t in sorted(load(), key=lambda t: -t.dread.score):
+        print(f"{t.id} {t.dread.score:4.1f}  {t.stage:<9} {'/'.join(t.stride):<28} {','.join(t.atlas):<24} {t.title}")
+        print(f"    control: {t.control}  ({len(t.tests)} tests)")
+    return 0
+
+
 def _sample(args: argparse.Namespace) -> int:
     from mlsec.ingest import sample
 
@@ -371,6 +380,9 @@ def parser() -> argparse.ArgumentParser:
     rpl.add_argument("ref", help="version or stage")
     rpl.add_argument("-o", "--output", required=True)
     reg.set_defaults(func=_registry)
+
+    th = sub.add_parser("threats", help="the threat model: threats by DREAD score, controls and their tests")
+    th.set_defaults(func=_threats)
 
     sm = sub.add_parser("sample", help="regenerate the synthetic sample dataset")
     sm.add_argument("-o", "--output", default="data/credit_sample.csv")
