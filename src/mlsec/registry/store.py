@@ -191,10 +191,11 @@ class Registry:
         try:
             with self.fetched(name, version) as (_, root):
                 files_ok = True
-                sig_ok = signing.verify_signature(root, trust) == record.model_digest
-                verified = signing.verify(root, trust)
-                att_ok = verified.attestation.subject_digest == record.model_digest
-        except (RegistryError, ValueError) as e:
+                ev = signing.evidence(root, name, trust)  # signature and attestation, each checked once
+                same = ev.subject.digest == record.model_digest
+                sig_ok = same and ev.signature.verified and ev.signature.signed_digest == record.model_digest
+                att_ok = same and ev.attestation.verified and ev.attestation.subject_digest == record.model_digest
+        except RegistryError as e:
             log.warning("registry: %s %s failed verification: %s", name, version, e)
         return record, RegistryCheck(
             version=version, files_verified=files_ok, signature_verified=sig_ok, attestation_verified=att_ok,

@@ -106,9 +106,10 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
         att: attestation.VerifiedAttestation | None = _verify_attestation(bundle_dir, how)
     except ValueError:
         att = None
+    files = tree_manifest(model)  # hashed once: names the subject and lists its files
     return SigningEvidence(
-        subject=Subject(name=name, digest=tree_digest(model)),
-        files=sorted(tree_manifest(model)),
+        subject=Subject(name=name, digest=manifest_digest(files)),
+        files=sorted(files),
         signature=SignatureCheck(method=how.method, verified=signed is not None,
                                  signer=signer, signed_digest=signed or unverified),
         attestation=AttestationCheck(
