@@ -283,3 +283,36 @@ def test_deployments_are_recorded(tmp_path: Path, registry: Registry, signed: Si
     registry.record_deployment("credit", version, {"target": "local", "url": "http://127.0.0.1:1"})
     assert registry.deployments("credit", version)[0]["target"] == "local"
     registry.pull("credit", version, tmp_path / "pulled", key_pair.public_key)  # the record is not a model file
+
+
+def test_removed_file_and_foreign_attestation_are_refused(tmp_path: Path, registry: Registry, signed: Signed,
+                                                          key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    version = _register(registry, signed, key_pair)
+    # A delete without a version id leaves the locked data in place but hides it: the file is gone for readers.
+    registry.s3.delete_object(Bucket=registry.bucket, Key=f"models/credit/{version}/model/config.json")
+    with pytest.raises(RegistryError, match="missing: \\['model/config.json'\\]"):
+        registry.pull("credit", version, tmp_path / "p", key_pair.public_key)
+
+    second = _second_model(tmp_path, signed, key_pair, engine)
+    v2 = _register(registry, second, key_pair)
+    # A validly signed attestation, but about the first model.
+    _overwrite(registry, f"models/credit/{v2}/provenance.dsse.json", (signed.bundle / "provenance.dsse.json").read_bytes())
+    d = _promote(registry, v2, "dev", key_pair, engine)
+    assert not d.allow and any("failed files_verified" in r for r in d.deny)
+
+
+def test_foreign_attestation_is_caught_by_signature_checks(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair,
+                                                           engine: InProcessEngine) -> None:
+    import shutil
+
+    second = _second_model(tmp_path, signed, key_pair, engine)
+    bundle = Path(shutil.copytree(second.bundle, tmp_path / "mixed"))
+    shutil.copy(signed.bundle / "provenance.dsse.json", bundle / "provenance.dsse.json")
+    with pytest.raises(ValueError, match="attestation is about"):
+        signing.verify(bundle, key_pair.public_key)
+    ev = signing.evidence(bundle, "credit", key_pair.public_key)
+    assert ev.signature.verified and ev.attestation.verified  # each is genuine on its own...
+    from mlsec.gates.gate import evaluate
+
+    d = evaluate("signing", ev, environment="dev", engine=engine, decisions=second.decisions[:2])
+    assert not d.allow and any("attestation is about" in r for r in d.deny)  # ...but not about this model

@@ -98,3 +98,29 @@ def test_server_refuses_to_start_without_api_keys(tmp_path: Path, signed: Signed
                           str(signed.bundle), "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
                           "--api-keys", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "cannot read API keys" in out.stderr
+
+
+def test_server_refuses_to_start_on_unsigned_bundle(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair) -> None:
+    bundle = Path(shutil.copytree(signed.bundle, tmp_path / "b"))
+    (bundle / "model.sig").unlink()
+    auth.create(tmp_path / "keys.json", "c")
+    out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),
+                          "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          "--api-keys", str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "lacks model.sig" in out.stderr
+
+
+def test_server_refuses_to_start_on_revoked_version(tmp_path: Path, s3_server, registry, signed: Signed,  # type: ignore[no-untyped-def]
+                                                   key_pair: keys.KeyPair) -> None:
+    import os
+
+    t = signed.trained
+    version = registry.register("credit", signed.bundle, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
+                                metrics=t.training_evidence.metrics, decisions=signed.decisions, author="a").version
+    registry.revoke("credit", version, "poisoned", by="sec")
+    auth.create(tmp_path / "keys.json", "c")
+    env = {**os.environ, **s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--ref", version,
+                          "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          "--api-keys", str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0 and f"credit version {version} is revoked" in out.stderr
