@@ -120,6 +120,18 @@ def test_bad_inputs_are_4xx_never_5xx(server: Server, body: Any) -> None:
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
 
 
+def test_malformed_content_length_is_400(server: Server) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=5)
+    conn.putrequest("POST", "/v1/models/credit:predict")
+    for k, v in (("Content-Type", "application/json"), ("Authorization", f"Bearer {server.key}"),
+                 ("Content-Length", "abc")):
+        conn.putheader(k, v)
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+
+
 def test_unexposed_routes_are_404(server: Server) -> None:
     assert server.post("/v2/repository/models/credit/unload", {}, server.key).status_code == 404
     assert requests.get(server.url + "/docs", timeout=5).status_code == 404

@@ -96,7 +96,11 @@ class Guard:
             if headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 await refuse(415, "content_type", "content-type must be application/json")
                 return
-            if int(headers.get("content-length") or 0) > self.settings.max_body_bytes:
+            declared = headers.get("content-length") or "0"
+            if not declared.isdigit():
+                await refuse(400, "bad_length", "content-length must be a number")
+                return
+            if int(declared) > self.settings.max_body_bytes:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
             limit = self.flagged_rate if client in self.extraction.flagged else self.rate
