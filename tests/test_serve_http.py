@@ -29,6 +29,7 @@ class Server:
     url: str
     key: str
     other_key: str
+    bob_key: str
     pid: int
     audit: Path
     features: list[str]
@@ -46,7 +47,8 @@ def _start(tmp: Path, signed: Signed, key_pair: keys.KeyPair, rate: str) -> tupl
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     keyfile = tmp / "keys.json"
-    key, other = auth.create(keyfile, "alice"), auth.create(keyfile, "mallory")
+    key, other = auth.create(keyfile, "alice", ["credit"]), auth.create(keyfile, "mallory")
+    bob = auth.create(keyfile, "bob", ["fraud"])
     audit = tmp / "requests.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(signed.bundle),
                              "--public-key", str(key_pair.public_key), "--port", str(port), "--api-keys", str(keyfile),
@@ -60,7 +62,7 @@ def _start(tmp: Path, signed: Signed, key_pair: keys.KeyPair, rate: str) -> tupl
         except (requests.RequestException, ValueError):
             time.sleep(0.25)
     features = json.loads((signed.bundle / "model" / "config.json").read_text())["features"]
-    return proc, Server(url, key, other, proc.pid, audit, features)
+    return proc, Server(url, key, other, bob, proc.pid, audit, features)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,12 @@ def test_v1_and_v2_predictions(server: Server) -> None:
 def test_missing_or_bad_credentials_are_401(server: Server, key: str | None, code: int) -> None:
     r = server.post("/v1/models/credit:predict", {"instances": _instances(1)}, key)
     assert r.status_code == code and r.headers["www-authenticate"] == "Bearer"
+
+
+def test_key_for_another_model_is_403_and_keys_are_stored_hashed(server: Server) -> None:
+    assert server.post("/v1/models/credit:predict", {"instances": _instances(1)}, server.bob_key).status_code == 403
+    stored = (server.audit.parent / "keys.json").read_text()
+    assert all(k not in stored for k in (server.key, server.other_key, server.bob_key))
 
 
 def test_oversized_body_is_413_and_wrong_content_type_is_415(server: Server) -> None:

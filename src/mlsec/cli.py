@@ -95,7 +95,7 @@ def _api_key(args: argparse.Namespace) -> int:
     from mlsec.serve import auth
 
     path = Path(args.file or os.environ.get("MLSEC_API_KEYS_FILE") or Settings().home / "serve" / "api-keys.json")
-    key = auth.create(path, args.client)
+    key = auth.create(path, args.client, args.model or None)
     print(f"API key for {args.client} (shown once; only its hash is kept in {path}):\n{key}")
     return 0
 
@@ -319,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
     kc.set_defaults(func=_keys_create)
     ak = k.add_parser("api-key", help="create an API key for a client of the model server (printed once)")
     ak.add_argument("client")
+    ak.add_argument("--model", action="append", default=[], help="allow only these models (default: all)")
     ak.add_argument("--file", help="hashed key file (default: MLSEC_API_KEYS_FILE or .mlsec/serve/api-keys.json)")
     ak.set_defaults(func=_api_key)
 

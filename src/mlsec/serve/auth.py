@@ -1,4 +1,8 @@
-"""API keys for the model server, stored only as SHA-256 hashes: {"client-id": "sha256:<hex>"}."""
+"""API keys for the model server, stored only as SHA-256 hashes.
+
+File format: {"client-id": {"hash": "sha256:<hex>", "models": ["credit"]}}; "models" absent or ["*"]
+means every model. A bare "sha256:<hex>" string is the same as {"hash": ..., "models": ["*"]}.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,22 @@ import hmac
 import json
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _hash(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def create(path: Path, client: str) -> str:
+def create(path: Path, client: str, models: list[str] | None = None) -> str:
     """Adds a client and returns its new key; the key itself is never stored."""
     keys = load(path) if path.exists() else {}
     if client in keys:
         raise ValueError(f"client {client!r} already has a key in {path}")
     key = "mlsec_" + secrets.token_urlsafe(32)
-    keys[client] = _hash(key)
+    keys[client] = {"hash": _hash(key), "models": models or ["*"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -28,24 +34,41 @@ def create(path: Path, client: str) -> str:
     return key
 
 
-def load(path: Path) -> dict[str, str]:
+def _entry(client: str, value: Any) -> dict[str, Any]:
+    entry = {"hash": value, "models": ["*"]} if isinstance(value, str) else value
+    if (not isinstance(entry, dict) or not str(entry.get("hash", "")).startswith("sha256:")
+            or not isinstance(entry.get("models", ["*"]), list)):
+        raise ValueError(f"API key entry for {client!r} must be 'sha256:<hex>' or {{'hash': ..., 'models': [...]}}")
+    return {"hash": entry["hash"], "models": entry.get("models", ["*"])}
+
+
+def load(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        keys = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read API keys from {path}: {e}") from e
-    if not isinstance(keys, dict) or not all(isinstance(v, str) and v.startswith("sha256:") for v in keys.values()):
-        raise ValueError(f"{path} must map client ids to 'sha256:<hex>' key hashes")
-    return keys
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must map client ids to key hashes")
+    return {client: _entry(client, value) for client, value in raw.items()}
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    models: frozenset[str]
+
+    def may_use(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
 
 
 class ApiKeys:
-    def __init__(self, hashes: dict[str, str]) -> None:
-        if not hashes:
+    def __init__(self, entries: dict[str, dict[str, Any]]) -> None:
+        if not entries:
             raise ValueError("no API keys configured: the server does not run unauthenticated")
-        self._by_hash = {h: client for client, h in hashes.items()}
+        self._by_hash = {e["hash"]: Client(client, frozenset(e["models"])) for client, e in entries.items()}
 
-    def client(self, presented: str | None) -> str | None:
-        """The client a key belongs to, or None. Compared in constant time."""
+    def client(self, presented: str | None) -> Client | None:
+        """Whose key this is, or None. Compared in constant time."""
         if not presented:
             return None
         digest = _hash(presented)

@@ -80,7 +80,8 @@ class Guard:
     async def _inference(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
         started = time.perf_counter()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        client = self.keys.client(_presented_key(headers))
+        who = self.keys.client(_presented_key(headers))
+        client = who.id if who else None
         status, reason, digest, flagged = 0, "", "", None
 
         async def refuse(code: int, why: str, message: str, extra: dict[str, str] | None = None) -> None:
@@ -90,8 +91,11 @@ class Guard:
             await _reply(send, code, {"error": message}, extra)
 
         try:
-            if client is None:
+            if who is None or client is None:
                 await refuse(401, "unauthenticated", "missing or invalid API key", {"www-authenticate": "Bearer"})
+                return
+            if not who.may_use(self.model):
+                await refuse(403, "forbidden", f"this key is not allowed to use model {self.model!r}")
                 return
             if headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 await refuse(415, "content_type", "content-type must be application/json")

@@ -19,7 +19,7 @@ def spec(model: str, cfg: ModelConfig) -> dict[str, Any]:
     instance = {"type": "object", "properties": feature, "required": list(cfg.features), "additionalProperties": False}
     error = {"description": "refused", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}}}}}
-    refusals = {str(c): error for c in (400, 401, 413, 415, 429)}
+    refusals = {str(c): error for c in (400, 401, 403, 413, 415, 429)}
     tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string", "enum": ["input"]},
         "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
