@@ -43,7 +43,6 @@ class GuardConfig:
     max_body_bytes: int = 64 * 1024
     rate: str = "50/second"
     flagged_rate: str = "1/second"  # what a flagged client is throttled to
-    drift_every: int = 20  # recompute PSI every N requests
     audit_log: Path | None = None  # None: one JSON line per request on stdout (for the cluster's log pipeline)
 
 
@@ -52,13 +51,15 @@ class Guard:
                  settings: GuardConfig, extraction: ExtractionMonitor, drift: DriftMonitor) -> None:
         self.app, self.model, self.cfg, self.keys, self.settings = app, model, cfg, keys, settings
         self.extraction, self.drift = extraction, drift
+        for feature in cfg.features:
+            # Computed when /metrics is scraped, from incrementally kept bin counts: always current, cheap.
+            DRIFT.labels(model, feature).set_function(lambda f=feature: self.drift.psi()[f])
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
                                              "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}",
                                              f"/v2/models/{model}/ready")}
         self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2"}
-        self._count = 0
         self.openapi = spec(model, cfg)
         self._audit_file = settings.audit_log.open("a", buffering=1) if settings.audit_log else None
 
@@ -124,7 +125,7 @@ class Guard:
             rows = self._rows(doc, protocol)
             flagged = self.extraction.observe(client, rows)
             FLAGGED.labels(self.model).set(len(self.extraction.flagged))
-            self._watch_drift(rows)
+            self.drift.observe(rows)
             status = await self._forward(scope, body, send)
             reason = "served" if status < 400 else "invalid_input"
             if status >= 400:
@@ -155,13 +156,6 @@ class Guard:
             return [flat[r:r + len(feats)] for r in range(0, len(flat), len(feats)) if r + len(feats) <= len(flat)]
         except (KeyError, TypeError, ValueError):
             return []
-
-    def _watch_drift(self, rows: list[list[float]]) -> None:
-        self.drift.observe(rows)
-        self._count += 1
-        if self._count % self.settings.drift_every == 0:
-            for feature, psi in self.drift.psi().items():
-                DRIFT.labels(self.model, feature).set(psi)
 
     async def _forward(self, scope: Scope, body: bytes, send: Send) -> int:
         sent = False

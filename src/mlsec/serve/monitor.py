@@ -8,7 +8,6 @@ per request is independent of the window length.
 
 from __future__ import annotations
 
-import math
 import time
 from bisect import bisect_right
 from collections import deque
@@ -107,4 +106,4 @@ class DriftMonitor:
                 self._counts.add(self._rows.popleft(), -1)
 
     def psi(self) -> dict[str, float]:
-        return {f: float(v) if math.isfinite(v) else 0.0 for f, v in zip(self.features, self._counts.psi())}
+        return dict(zip(self.features, map(float, self._counts.psi())))
