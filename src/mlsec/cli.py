@@ -54,7 +54,15 @@ def _submit(args: argparse.Namespace) -> int:
 
     from pipelines.secure_pipeline import secure_pipeline
 
-    params = dict(p.split("=", 1) for p in args.param)
+    params = {}
+    for p in args.param:
+        key, sep, raw = p.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {p!r}: expected NAME=VALUE")
+        try:
+            params[key] = json.loads(raw)  # epochs=10 is a number, stage=dev a string
+        except json.JSONDecodeError:
+            params[key] = raw
     with tempfile.TemporaryDirectory() as tmp:
         package = str(Path(tmp) / "pipeline.yaml")
         compiler.Compiler().compile(secure_pipeline, package)
