@@ -22,14 +22,19 @@ def in_process(work: Path, epochs: int) -> None:
     import os
 
     from mlsec.gates.decision import read_decisions
-    from mlsec.serve import auth
     from mlsec.gates.task import run_gate
     from mlsec.ingest import task as ingest
     from mlsec.registry import task as promote
+    from mlsec.serve import auth
     from mlsec.serve import task as serve
     from mlsec.serve.deploy import LocalServer
     from mlsec.sign import task as sign
     from mlsec.train import task as train
+
+    # The served model needs an API key file, as in the pipeline run (the runner makes one there).
+    work.mkdir(parents=True)
+    os.environ["MLSEC_API_KEYS_FILE"] = str(work / "api-keys.json")
+    auth.create(work / "api-keys.json", "bench")
 
     def gate(name: str, evidence: Path, history: Path | None, tag: str) -> Path:
         out = work / f"{tag}-decisions.json"

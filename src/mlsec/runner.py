@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,6 @@ from mlsec.registry.seaweed import LocalS3
 from mlsec.serve import auth
 from mlsec.serve.deploy import LocalServer
 
-log = logging.getLogger(__name__)
-
-
 @dataclass
 class RunResult:
     succeeded: bool
@@ -36,10 +31,9 @@ class RunResult:
     endpoint: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
     seconds: float = 0.0
-    stage_times: dict[str, float] = field(default_factory=dict)
 
 
-@contextmanager
+@contextlib.contextmanager
 def local_services(home: Path) -> Iterator[LocalS3]:
     """SeaweedFS on loopback plus the environment every task reads; both undone on exit."""
     saved = dict(os.environ)

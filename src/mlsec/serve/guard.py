@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Guard:
         started = time.perf_counter()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         who = self.keys.client(_presented_key(headers))
-        client = who.id if who else None
+        client: str | None = None
         status, reason, digest, flagged = 0, "", "", None
 
         async def refuse(code: int, why: str, message: str, extra: dict[str, str] | None = None) -> None:
@@ -92,9 +93,10 @@ class Guard:
             await _reply(send, code, {"error": message}, extra)
 
         try:
-            if who is None or client is None:
+            if who is None:
                 await refuse(401, "unauthenticated", "missing or invalid API key", {"www-authenticate": "Bearer"})
                 return
+            client = who.id
             if not who.may_use(self.model):
                 await refuse(403, "forbidden", f"this key is not allowed to use model {self.model!r}")
                 return
@@ -125,10 +127,11 @@ class Guard:
             rows = self._rows(doc, protocol)
             flagged = self.extraction.observe(client, rows)
             FLAGGED.labels(self.model).set(len(self.extraction.flagged))
-            self.drift.observe(rows)
             status = await self._forward(scope, body, send)
             reason = "served" if status < 400 else "invalid_input"
-            if status >= 400:
+            if status < 400:
+                self.drift.observe(rows)  # drift is about what the model actually scored
+            else:
                 REJECTED.labels(self.model, reason).inc()
         finally:
             elapsed = time.perf_counter() - started
@@ -145,17 +148,19 @@ class Guard:
         return {"extraction": ExtractionMonitor(cfg.profile, cfg.features), "drift": DriftMonitor(cfg.profile, cfg.features)}
 
     def _rows(self, doc: Any, protocol: str) -> list[list[float]]:
-        """Well-formed numeric rows for the monitors; the model itself rejects anything else."""
+        """Well-formed, finite numeric rows for the monitors; the model itself rejects anything else."""
         feats = self.cfg.features
         try:
             if protocol == "v1":
-                return [[float(i[f]) for f in feats] for i in doc["instances"]
+                rows = [[float(i[f]) for f in feats] for i in doc["instances"]
                         if isinstance(i, dict) and all(isinstance(i.get(f), (int, float)) for f in feats)]
-            (tensor,) = [t for t in doc["inputs"] if t.get("name") == "input"]
-            flat = [float(v) for v in tensor["data"]]
-            return [flat[r:r + len(feats)] for r in range(0, len(flat), len(feats)) if r + len(feats) <= len(flat)]
-        except (KeyError, TypeError, ValueError):
+            else:
+                (tensor,) = [t for t in doc["inputs"] if t.get("name") == "input"]
+                flat = [float(v) for v in tensor["data"]]
+                rows = [flat[r:r + len(feats)] for r in range(0, len(flat) - len(feats) + 1, len(feats))]
+        except (KeyError, TypeError, ValueError, AttributeError):
             return []
+        return [row for row in rows if all(math.isfinite(v) for v in row)]
 
     async def _forward(self, scope: Scope, body: bytes, send: Send) -> int:
         sent = False
