@@ -30,6 +30,8 @@ demo: $(STAMP)
 	$(BIN)/mlsec run
 
 test: $(STAMP) $(CHECKOV)
+	$(BIN)/ruff check src components pipelines tests benchmarks
+	$(BIN)/mypy
 	MLSEC_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -q
 
 compile: $(STAMP)

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mlsec: S3 on {s3.endpoint}; running the pipeline with kfp.local", flush=True)
         result = run_pipeline(home, params, verbose=args.verbose)
     print("\nGate decisions\n" + decision_table(result.decisions))
-    if result.prediction:
+    if result.prediction and result.endpoint:
         print(f"\nPrediction from {result.endpoint['url']} (model {result.endpoint['model']} "
               f"version {result.endpoint['version']}):")
         print(f"  input:  {json.dumps(result.prediction['input'])}")

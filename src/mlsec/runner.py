@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pandas as pd
 
@@ -60,7 +60,7 @@ _PROGRESS = re.compile(
 class _Progress(io.TextIOBase):
     """stdout during a run: every line to the log, progress lines also to the terminal."""
 
-    def __init__(self, log: io.TextIOBase, terminal: io.TextIOBase, verbose: bool) -> None:
+    def __init__(self, log: TextIO, terminal: TextIO, verbose: bool) -> None:
         self._log, self._terminal, self._verbose, self._buf = log, terminal, verbose, ""
 
     def write(self, s: str) -> int:

@@ -22,8 +22,11 @@ class PolicyError(RuntimeError):
 
 
 class PolicyEngine(Protocol):
-    name: str
-    policy_sha256: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def policy_sha256(self) -> str | None: ...
 
     def decide(self, gate: str, input_doc: dict[str, Any]) -> Any: ...
 

@@ -56,7 +56,7 @@ def evaluate(
 ) -> Decision:
     doc = evidence.model_dump(mode="json") if isinstance(evidence, Evidence) else dict(evidence)
     subject = doc.get("subject", {}).get("digest") if isinstance(doc.get("subject"), Mapping) else None
-    base = {
+    base: dict[str, Any] = {
         "gate": gate,
         "environment": environment,
         "evidence_sha256": sha256_json(doc),

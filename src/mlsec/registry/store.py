@@ -230,7 +230,7 @@ class Registry:
             subject=Subject(name=name, digest=record.model_digest), target_stage=stage,
             current_stages=self.stages_of(name, version), dataset_digest=record.dataset_digest,
             metrics=record.metrics, registry=check, author=author, approvals=list(approvals),
-            rollback=rollback, held_stage_before=bool(before) and version in before[0].history,
+            rollback=rollback, held_stage_before=before is not None and version in before[0].history,
         )
         decision = evaluate("promotion", evidence, environment=environment, engine=engine,
                             decisions=record.decisions, audit=audit)

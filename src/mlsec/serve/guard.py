@@ -54,7 +54,7 @@ class Guard:
         self.extraction, self.drift = extraction, drift
         for feature in cfg.features:
             # Computed when /metrics is scraped, from incrementally kept bin counts: always current, cheap.
-            DRIFT.labels(model, feature).set_function(lambda f=feature: self.drift.psi()[f])
+            DRIFT.labels(model, feature).set_function(self._psi_of(feature))
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
@@ -138,6 +138,9 @@ class Guard:
             REQUESTS.labels(self.model, str(status)).inc()
             LATENCY.labels(self.model).observe(elapsed)
             self._audit(client, digest, status, reason, elapsed, flagged)
+
+    def _psi_of(self, feature: str) -> Callable[[], float]:
+        return lambda: self.drift.psi()[feature]
 
     @staticmethod
     def monitors(cfg: ModelConfig) -> dict[str, Any]:

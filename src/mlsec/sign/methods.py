@@ -142,6 +142,7 @@ class Trust:
             return cfg.use_sigstore_verifier(identity=self.identity or "", oidc_issuer=self.issuer or "")
         if self.method == "certificate":
             return cfg.use_certificate_verifier(certificate_chain=self.chain)
+        assert self.public_key is not None  # from_env and as_trust guarantee it for "key"
         return cfg.use_elliptic_key_verifier(public_key=self.public_key)
 
     def _leaf_key(self, signature: Path) -> ec.EllipticCurvePublicKey:

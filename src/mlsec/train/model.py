@@ -36,6 +36,9 @@ class ModelConfig:
 
 
 class CreditModel(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32))
