@@ -79,6 +79,7 @@ class LocalServer:
             return json.loads(resp.read())
 
     def stop(self) -> None:
+        """SIGTERM to the server's process group, SIGKILL after 10 s; a zombie counts as stopped."""
         try:
             os.killpg(self.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -86,15 +87,23 @@ class LocalServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                os.waitpid(self.pid, os.WNOHANG)  # reap it if it is our child, or it lingers as a zombie
+                os.waitpid(self.pid, os.WNOHANG)  # reap it if it is our child
             except ChildProcessError:
                 pass
-            try:
-                os.killpg(self.pid, 0)
-            except ProcessLookupError:
+            if not running(self.pid):
                 return
             time.sleep(0.1)
         os.killpg(self.pid, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent (or an init) that may never reap it."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_local(model: str, ref: str, host: str, port: int, log: Path, digest: str | None = None,
