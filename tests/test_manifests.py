@@ -75,15 +75,18 @@ def _checkov() -> str:
     return path
 
 
-@pytest.mark.parametrize("target", ["manifests", *VALUES])
+@pytest.mark.parametrize("target", ["Dockerfile", "manifests", *VALUES])
 def test_checkov_finds_nothing(tmp_path: Path, target: str) -> None:
-    if target == "manifests":
+    framework = "dockerfile" if target == "Dockerfile" else "kubernetes"
+    if target == "Dockerfile":
+        args = ["-f", str(REPO / "Dockerfile")]
+    elif target == "manifests":
         args = ["-d", str(REPO / "manifests")]
     else:
         rendered = tmp_path / "rendered.yaml"
         rendered.write_text(yaml.safe_dump_all(_render(target)))
         args = ["-f", str(rendered)]
-    out = subprocess.run([_checkov(), *args, "--framework", "kubernetes", "--quiet", "--compact", "-o", "json"],
+    out = subprocess.run([_checkov(), *args, "--framework", framework, "--quiet", "--compact", "-o", "json"],
                          capture_output=True, text=True, timeout=300)
     report = json.loads(out.stdout)
     for r in report if isinstance(report, list) else [report]:
