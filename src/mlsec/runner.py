@@ -112,6 +112,12 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
             secure_pipeline(**params)
         except RuntimeError as e:
             error = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # kfp colours its messages
+    if error:
+        # kfp only says which task failed; the task's own last error line says why.
+        causes = [line.strip() for line in (runs / "last-run.log").read_text().splitlines()
+                  if re.search(r"^\s*(\w+(Error|Exception|Denied)|SystemExit|pipeline stopped by)\b", line)]
+        if causes:
+            error = f"{error}\n{causes[-1]}"
     seconds = time.perf_counter() - started
     run_dir = max(runs.glob("mlsec-secure-pipeline-*"), key=lambda p: p.stat().st_mtime, default=None)
     result = RunResult(succeeded=error is None, error=error, run_dir=run_dir, seconds=seconds,

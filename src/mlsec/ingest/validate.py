@@ -52,7 +52,9 @@ def _describe(res: Any) -> str:
         parts.append(f"e.g. {detail['partial_unexpected_list'][:3]}")
     if cfg.type == "expect_table_columns_to_match_set":
         expected, observed = set(cfg.kwargs["column_set"]), set(detail.get("observed_value") or [])
-        parts = [f"table: missing columns {sorted(expected - observed)}, unexpected columns {sorted(observed - expected)}"]
+        missing, unexpected = sorted(expected - observed), sorted(observed - expected)
+        parts = ["table: " + ", ".join([*([f"missing columns {missing}"] if missing else []),
+                                        *([f"unexpected columns {unexpected}"] if unexpected else [])])]
     elif "observed_value" in detail:
         parts.append(f"observed {detail['observed_value']}")
     if res.exception_info and res.exception_info.get("raised_exception"):
