@@ -6,7 +6,7 @@ from components._image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote(signed: Input[Model], training_evidence: Input[Artifact], decisions: Input[Artifact],
-            model_name: str, stage: str, author: str,
+            model_name: str, stage: str, author: str, environment: str,
             decisions_out: Output[Artifact], release: Output[Artifact]) -> None:
     """Register the signed model in the S3 registry and move the stage alias if the promotion gate allows."""
     from pathlib import Path
@@ -14,4 +14,4 @@ def promote(signed: Input[Model], training_evidence: Input[Artifact], decisions:
     from mlsec.registry.task import run
 
     run(Path(signed.path), Path(training_evidence.path), Path(decisions.path), model_name, stage, author,
-        Path(decisions_out.path), Path(release.path))
+        Path(decisions_out.path), Path(release.path), environment or None)

@@ -41,7 +41,8 @@ def secure_pipeline(
             with dsl.If(sign_gate.outputs["Output"] == "allow", name="signing-allowed"):
                 promoted = harden(promote(signed=signed.outputs["signed"], training_evidence=model.outputs["evidence"],
                                           decisions=sign_gate.outputs["decisions"], model_name=model_name,
-                                          stage=stage, author=author), s3=True, public_key=True)
+                                          stage=stage, author=author, environment=environment),
+                                  s3=True, public_key=True)
                 deploy_gate = harden(gate(gate="deployment", environment=environment,
                                           evidence=promoted.outputs["release"],
                                           history=promoted.outputs["decisions_out"]))

@@ -73,3 +73,12 @@ def test_policy_engine_error_denies_and_stops(home: Path, tmp_path: Path, monkey
     assert not result.succeeded
     (decision,) = result.decisions
     assert decision["result"] == "deny" and "policy engine unavailable" in decision["reasons"][0]
+
+
+def test_environment_parameter_reaches_every_gate(home: Path) -> None:
+    """In staging the local key is not on the signer allow list: the run must stop at the signing gate."""
+    result = run_pipeline(home, {**PARAMS, "source": "", "environment": "staging"})
+    assert not result.succeeded
+    assert [(d["gate"], d["environment"], d["result"]) for d in result.decisions] == [
+        ("data", "staging", "allow"), ("training", "staging", "allow"), ("signing", "staging", "deny")]
+    assert "is not on the staging allow list" in result.decisions[-1]["reasons"][0]

@@ -316,3 +316,20 @@ def test_foreign_attestation_is_caught_by_signature_checks(tmp_path: Path, signe
 
     d = evaluate("signing", ev, environment="dev", engine=engine, decisions=second.decisions[:2])
     assert not d.allow and any("attestation is about" in r for r in d.deny)  # ...but not about this model
+
+
+def test_promote_task_judges_in_the_pipeline_environment(tmp_path: Path, registry: Registry, s3_server,  # type: ignore[no-untyped-def]
+                                                         signed: Signed, key_pair: keys.KeyPair,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsec.gates.decision import GateDenied, read_decisions, write_decisions
+    from mlsec.registry import task
+
+    for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
+                 "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MLSEC_ENV": "dev"}.items():
+        monkeypatch.setenv(k, v)
+    signed.trained.training_evidence.write(tmp_path / "train.json")
+    write_decisions(tmp_path / "history.json", signed.decisions)
+    with pytest.raises(GateDenied, match="is not on the prod allow list"):
+        task.run(signed.bundle, tmp_path / "train.json", tmp_path / "history.json", "credit", "dev", "alice",
+                 tmp_path / "out.json", tmp_path / "release.json", environment="prod")
+    assert read_decisions(tmp_path / "out.json")[-1].environment == "prod"

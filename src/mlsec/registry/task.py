@@ -33,8 +33,9 @@ def _free_port() -> int:
 
 
 def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str, stage: str, author: str,
-        decisions_out: Path, release_out: Path) -> None:
+        decisions_out: Path, release_out: Path, environment: str | None = None) -> None:
     settings = Settings()
+    env = environment or settings.environment  # the same policy environment as the pipeline's other gates
     training = read_evidence(TrainingEvidence, training_evidence)
     history = read_decisions(decisions)
     trust = configured_trust(settings.key_dir)
@@ -43,7 +44,7 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
                           metrics=training.metrics, decisions=history, author=author)
     decision = reg.promote(model_name, record.version, stage, trust=trust,
                            engine=default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s),
-                           environment=settings.environment, author=author, audit=audit_sinks(settings))
+                           environment=env, author=author, audit=audit_sinks(settings))
     write_decisions(decisions_out, [*history, decision])
     print(decision.summary(), flush=True)
     if not decision.allow:
