@@ -29,7 +29,7 @@ from mlsec.gates.gate import evaluate  # noqa: E402
 from mlsec.ingest import stage as ingest  # noqa: E402
 from mlsec.ingest.contract import load_contract  # noqa: E402
 from mlsec.registry.evidence import PromotionEvidence, RegistryCheck  # noqa: E402
-from mlsec.serve.deploy import render_chart  # noqa: E402
+from mlsec.serve.deploy import release_objects, render_chart  # noqa: E402
 from mlsec.serve.evidence import DeploymentEvidence, Release  # noqa: E402
 from mlsec.sign import keys, stage as signing  # noqa: E402
 from mlsec.sign.attestation import Materials  # noqa: E402
@@ -57,7 +57,7 @@ def real_evidence(work: Path) -> dict[str, tuple[Any, list[Any]]]:
     deploy = DeploymentEvidence(
         subject=Subject(name="credit", digest=digest),
         release=Release(model="credit", version=digest[:16], stage="prod", target="cluster", namespace="mlsec-serving"),
-        objects=render_chart("credit", "mlsec-serving", {"image": {"digest": "sha256:" + "ab" * 32}}))
+        objects=release_objects(render_chart("credit", "mlsec-serving", {"image": {"digest": "sha256:" + "ab" * 32}})))
     engine.close()
     return {"data": (data.evidence, []), "training": (model.evidence, [d1]), "signing": (sign_ev, [d1, d2]),
             "promotion": (promo, [d1, d2, d3]), "deployment": (deploy, [d1, d2, d3])}

@@ -131,3 +131,19 @@ def test_a_weakened_chart_is_denied(engine: InProcessEngine) -> None:
     d = evaluate("deployment", _evidence(objects, "mlsec-serving"), environment="prod", engine=engine)
     assert not d.allow
     assert any("readOnlyRootFilesystem" in r for r in d.deny) and any("NetworkPolicy" in r for r in d.deny)
+
+
+@pytest.mark.parametrize("kserve", [False, True])
+def test_release_applies_only_what_the_deployer_role_may_patch(engine: InProcessEngine, kserve: bool) -> None:
+    from mlsec.serve.deploy import release_objects
+
+    rendered = render_chart("credit-prod", "mlsec-serving", {"image": {"digest": DIGEST}, "kserve": {"enabled": kserve}})
+    release = release_objects(rendered)
+    assert {o["kind"] for o in release} == {"InferenceService" if kserve else "Deployment", "NetworkPolicy"}
+    (role,) = [o for o in rendered if o["kind"] == "Role"]
+    allowed = {(r["resources"][0], name) for r in role["rules"] for name in r["resourceNames"]}
+    assert all(r["verbs"] == ["get", "patch"] for r in role["rules"])  # no create, delete, list or wildcard
+    plural = {"Deployment": "deployments", "InferenceService": "inferenceservices", "NetworkPolicy": "networkpolicies"}
+    assert {(plural[o["kind"]], o["metadata"]["name"]) for o in release} == allowed
+    d = evaluate("deployment", _evidence(release, "mlsec-serving"), environment="prod", engine=engine)
+    assert d.allow, d.deny

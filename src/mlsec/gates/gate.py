@@ -72,13 +72,14 @@ def evaluate(
         decision = deny([f"unknown gate '{gate}' (known: {', '.join(GATES)})"], None)
     else:
         try:
-            typed = schema.model_validate(doc)
+            # An evidence object of the right type is already valid, and doc is its JSON form.
+            typed = evidence if type(evidence) is schema else schema.model_validate(doc)
         except ValidationError as e:
             decision = deny(_field_errors(e), None)
         else:
             input_doc = {
                 "environment": environment,
-                "evidence": typed.model_dump(mode="json"),
+                "evidence": doc if typed is evidence else typed.model_dump(mode="json"),
                 "decisions": [d.model_dump(mode="json") for d in decisions],
             }
             try:

@@ -13,7 +13,7 @@ from mlsec.gates.engine import default_engine
 from mlsec.gates.task import audit_sinks
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.store import Registry
-from mlsec.serve.deploy import local_objects, render_chart
+from mlsec.serve.deploy import local_objects, release_objects, render_chart
 from mlsec.serve.evidence import DeploymentEvidence, Release
 from mlsec.sign.methods import configured_trust
 from mlsec.train.evidence import TrainingEvidence
@@ -55,11 +55,11 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
     else:
         image = os.environ.get("MLSEC_IMAGE", "")
         repo, _, digest = image.partition("@")
-        objects = render_chart(f"{model_name}-{stage}", namespace, {
+        objects = release_objects(render_chart(f"{model_name}-{stage}", namespace, {
             "model": {"name": model_name, "ref": record.version, "digest": record.model_digest},
             "image": {"repository": repo, "digest": digest},
             "s3": {"endpoint": settings.s3_endpoint or "", "bucket": settings.s3_bucket},
-        })
+        }))
     DeploymentEvidence(
         subject=Subject(name=model_name, digest=record.model_digest),
         release=Release(model=model_name, version=record.version, stage=stage,

@@ -37,15 +37,18 @@ def local_objects(model: str, version: str, host: str, port: int) -> list[dict[s
              "verify_signature": True}]
 
 
-WORKLOAD_KINDS = {"Deployment", "InferenceService"}
+# What each release applies: the workload and the network isolation it relies on. The chart installs
+# the rest once (Service, RBAC, PDB, HPA), so the pipeline's service account needs nothing beyond
+# get/patch on these named objects, and the deployment gate judges exactly what is applied.
+APPLIED_KINDS = {"Deployment", "InferenceService", "NetworkPolicy"}
+
+
+def release_objects(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in rendered if o["kind"] in APPLIED_KINDS]
 
 
 def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
-    """Server-side apply of the release's workload through the Kubernetes API.
-
-    Only the workload moves with each release; the chart installs the rest once (Service, policies,
-    RBAC), so the pipeline's service account needs nothing beyond get/patch on that one object.
-    """
+    """Server-side apply, through the Kubernetes API, of exactly the objects the deployment gate allowed."""
     from kubernetes import client, config, dynamic
 
     try:
@@ -54,7 +57,7 @@ def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
         config.load_kube_config()
     api = dynamic.DynamicClient(client.ApiClient())
     applied = []
-    for obj in (o for o in objects if o["kind"] in WORKLOAD_KINDS):
+    for obj in objects:
         resource = api.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         ns = obj["metadata"].get("namespace", namespace) if resource.namespaced else None
         resource.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=ns,
