@@ -24,6 +24,7 @@ from mlsec.config import contract_path, sample_dataset
 from mlsec.ingest import stage as ingest
 from mlsec.ingest.contract import load_contract
 from mlsec.serve import auth
+from mlsec.serve.deploy import wait_ready
 from mlsec.sign import keys, stage as signing
 from mlsec.sign.attestation import Materials
 from mlsec.train import stage as train
@@ -46,13 +47,8 @@ def _port() -> int:
 
 
 def _wait(url: str) -> None:
-    for _ in range(240):
-        try:
-            if requests.get(f"{url}/v1/models/credit", timeout=1).json().get("ready"):
-                return
-        except (requests.RequestException, ValueError):
-            time.sleep(0.25)
-    raise TimeoutError(url)
+    if not wait_ready(url, "credit", 60):
+        raise TimeoutError(url)
 
 
 def load(url: str, headers: list[dict[str, str]], bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:

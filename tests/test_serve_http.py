@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import requests
 
 from mlsec.config import sample_dataset
 from mlsec.serve import auth
+from mlsec.serve.deploy import wait_ready
 from mlsec.sign import keys
 
 from conftest import Signed
@@ -55,12 +55,7 @@ def _start(tmp: Path, signed: Signed, key_pair: keys.KeyPair, rate: str) -> tupl
                              "--rate", rate, "--audit-log", str(audit), "--max-body", "16384"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if requests.get(f"{url}/v1/models/credit", timeout=1).json().get("ready"):
-                break
-        except (requests.RequestException, ValueError):
-            time.sleep(0.25)
+    assert wait_ready(url, "credit", 60), "model server did not become ready"
     features = json.loads((signed.bundle / "model" / "config.json").read_text())["features"]
     return proc, Server(url, key, other, bob, proc.pid, audit, features)
 

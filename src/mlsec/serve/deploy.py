@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,17 +123,24 @@ def start_local(model: str, ref: str, host: str, port: int, log: Path, digest: s
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     server = LocalServer(pid=proc.pid, url=f"http://{host}:{port}", model=model, log=log)
+    if wait_ready(server.url, model, timeout_s, alive=lambda: proc.poll() is None):
+        return server
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"model server exited with {proc.returncode} before it was ready:\n{tail}")
+    server.stop()
+    raise TimeoutError(f"model server not ready on {server.url} within {timeout_s}s; see {log}")
+
+
+def wait_ready(url: str, model: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Polls the model's metadata until it says ready; False on timeout or once alive() turns false."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"model server exited with {proc.returncode} before it was ready:\n{tail}")
+    while time.monotonic() < deadline and alive():
         try:
-            with urllib.request.urlopen(f"{server.url}/v1/models/{model}", timeout=1) as resp:
+            with urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=1) as resp:
                 if json.loads(resp.read()).get("ready"):
-                    return server
+                    return True
         except (urllib.error.URLError, OSError, ValueError):
             pass
         time.sleep(0.25)
-    server.stop()
-    raise TimeoutError(f"model server not ready on {server.url} within {timeout_s}s; see {log}")
+    return False
