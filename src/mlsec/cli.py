@@ -214,9 +214,9 @@ def _registry(args: argparse.Namespace) -> int:
     if cmd == "list":
         names = [args.name] if args.name else reg.models()
         for name in names:
-            stages = {s: reg.alias(name, s) for s in ("dev", "staging", "prod")}
+            stages = reg.stages(name)
             for v in reg.versions(name):
-                at = [s for s, a in stages.items() if a and a[0].version == v]
+                at = sorted(s for s, version in stages.items() if version == v)
                 print(f"{name}\t{v}\t{','.join(at) or '-'}\t{'REVOKED' if reg.is_revoked(name, v) else ''}")
         return 0
     if cmd == "inventory":

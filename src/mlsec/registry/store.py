@@ -67,6 +67,8 @@ class Alias(BaseModel):
 
 
 PROD_STAGE = "prod"
+# Records kept beside a version that are not part of it (not in its manifest, not locked with it).
+RECORD_DIRS = ("decisions/", "deployments/")
 
 
 @dataclass(frozen=True)
@@ -161,14 +163,13 @@ class Registry:
 
     # -- verify from the registry's own copy ---------------------------------------------------
     @contextmanager
-    def fetched(self, name: str, version: str) -> Iterator[tuple[VersionRecord, Path]]:
+    def fetched(self, name: str, version: str,
+                record: VersionRecord | None = None) -> Iterator[tuple[VersionRecord, Path]]:
         """Downloads a version and checks every stored file against its manifest; extra or missing files fail."""
-        record = self.record(name, version)
-        if record is None:
-            raise RegistryError(f"{name} version {version} does not exist (or its upload never completed)")
+        record = record or self._existing(name, version)
         prefix = self._prefix(name, version)
         stored = {k.removeprefix(prefix) for k in self._keys(prefix)} - {"manifest.json"}
-        stored = {k for k in stored if not k.startswith(("decisions/", "deployments/"))}
+        stored = {k for k in stored if not k.startswith(RECORD_DIRS)}
         if stored != set(record.files):
             extra, missing = sorted(stored - set(record.files)), sorted(set(record.files) - stored)
             raise RegistryError(f"{name} {version}: stored files differ from its manifest "
@@ -183,13 +184,18 @@ class Registry:
                     raise RegistryError(f"{name} {version}: {rel} does not match its recorded digest")
             yield record, root
 
-    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
+    def _existing(self, name: str, version: str) -> VersionRecord:
         record = self.record(name, version)
         if record is None:
             raise RegistryError(f"{name} version {version} does not exist (or its upload never completed)")
+        return record
+
+    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
+        """What the registry's own copy proves; a version that does not exist is an error, not a fact."""
         files_ok = sig_ok = att_ok = False
+        record = self._existing(name, version)
         try:
-            with self.fetched(name, version) as (_, root):
+            with self.fetched(name, version, record) as (_, root):
                 files_ok = True
                 ev = signing.evidence(root, name, trust)  # signature and attestation, each checked once
                 same = ev.subject.digest == record.model_digest
@@ -207,14 +213,18 @@ class Registry:
         got = self._get(f"aliases/{name}/{stage}.json")
         return (Alias.model_validate_json(got[0]), got[1]) if got else None
 
-    def stages_of(self, name: str, version: str) -> list[str]:
-        stages = []
+    def stages(self, name: str) -> dict[str, str]:
+        """stage -> the version its alias points at now."""
+        out = {}
         for key in self._keys(f"aliases/{name}/"):
             stage = key.rsplit("/", 1)[-1].removesuffix(".json")
             current = self.alias(name, stage)
-            if current and current[0].version == version:
-                stages.append(stage)
-        return sorted(stages)
+            if current:
+                out[stage] = current[0].version
+        return out
+
+    def stages_of(self, name: str, version: str) -> list[str]:
+        return sorted(stage for stage, v in self.stages(name).items() if v == version)
 
     def promote(self, name: str, version: str, stage: str, *, trust: Trust | Path, engine: PolicyEngine,
                 environment: str, author: str, approvals: Sequence[str] = (),
@@ -248,8 +258,9 @@ class Registry:
     def _lock_compliance(self, name: str, version: str) -> None:
         """COMPLIANCE retention: not even an administrator can delete or shorten it until it expires."""
         until = self._retain_until()
-        for key in self._keys(self._prefix(name, version)):
-            if "/decisions/" in key:
+        prefix = self._prefix(name, version)
+        for key in self._keys(prefix):
+            if key.removeprefix(prefix).startswith(RECORD_DIRS):
                 continue
             self.s3.put_object_retention(Bucket=self.bucket, Key=key, BypassGovernanceRetention=True,
                                          Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
@@ -273,8 +284,7 @@ class Registry:
 
     # -- revoke / pull -------------------------------------------------------------------------
     def revoke(self, name: str, version: str, reason: str, by: str) -> None:
-        if self.record(name, version) is None:
-            raise RegistryError(f"{name} version {version} does not exist")
+        self._existing(name, version)
         body = json.dumps({"version": version, "reason": reason, "by": by, "at": utcnow().isoformat()})
         self._put_once(f"revocations/{name}/{version}.json", body.encode())
 
@@ -307,32 +317,24 @@ class Registry:
         key = f"{self._prefix(name, version)}deployments/{sha256_bytes(body)[:16]}.json"
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ServerSideEncryption=SSE)
 
+    def _records(self, name: str, version: str, kind: str) -> list[bytes]:
+        bodies = (self._get(key) for key in self._keys(f"{self._prefix(name, version)}{kind}/"))
+        return [got[0] for got in bodies if got]
+
     def deployments(self, name: str, version: str) -> list[dict[str, Any]]:
-        out = []
-        for key in self._keys(f"{self._prefix(name, version)}deployments/"):
-            got = self._get(key)
-            if got:
-                out.append(json.loads(got[0]))
-        return out
+        return [json.loads(body) for body in self._records(name, version, "deployments")]
 
     def promotion_decisions(self, name: str, version: str) -> list[Decision]:
-        out = []
-        for key in self._keys(f"{self._prefix(name, version)}decisions/"):
-            got = self._get(key)
-            if got:
-                out.append(Decision.model_validate_json(got[0]))
-        return sorted(out, key=lambda d: d.time)
+        decisions = [Decision.model_validate_json(body) for body in self._records(name, version, "decisions")]
+        return sorted(decisions, key=lambda d: d.time)
 
     def inventory(self) -> list[dict[str, Any]]:
         """For each model version: stages, signer, dataset, gates passed, revocation, deployments."""
         rows = []
         for name in self.models():
             stages: dict[str, list[str]] = {}
-            for key in self._keys(f"aliases/{name}/"):
-                stage = key.rsplit("/", 1)[-1].removesuffix(".json")
-                current = self.alias(name, stage)
-                if current:
-                    stages.setdefault(current[0].version, []).append(stage)
+            for stage, at in self.stages(name).items():
+                stages.setdefault(at, []).append(stage)
             for version in self.versions(name):
                 record = self.record(name, version)
                 if record is None:
