@@ -202,9 +202,7 @@ def _policy_bundle(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace) -> int:
     import getpass
 
-    from mlsec.config import policy_dir
-    from mlsec.gates.engine import default_engine
-    from mlsec.gates.task import audit_sinks
+    from mlsec.gates.task import audit_sinks, configured_engine
     from mlsec.registry.task import registry_from_env
     from mlsec.sign.methods import configured_trust
 
@@ -250,8 +248,7 @@ def _registry(args: argparse.Namespace) -> int:
         record = reg.pull(args.name, args.ref, Path(args.output), trust)
         print(f"pulled {args.name} {record.version} ({record.model_digest}) to {args.output}, verified")
         return 0
-    engine = default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s)
-    common = dict(trust=trust, engine=engine, environment=args.env or settings.environment,
+    common = dict(trust=trust, engine=configured_engine(settings), environment=args.env or settings.environment,
                   author=args.author or getpass.getuser(), approvals=args.approve, audit=audit_sinks(settings))
     if cmd == "promote":
         decision = reg.promote(args.name, args.version, args.stage, **common)

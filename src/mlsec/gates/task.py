@@ -9,7 +9,7 @@ from pathlib import Path
 from mlsec.config import Settings, policy_dir
 from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
 from mlsec.gates.decision import Decision, read_decisions, write_decisions
-from mlsec.gates.engine import PolicyError, default_engine
+from mlsec.gates.engine import PolicyEngine, PolicyError, default_engine
 from mlsec.gates.gate import evaluate
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,14 @@ class _BrokenEngine:
 
     def decide(self, gate: str, input_doc: dict[str, object]) -> object:
         raise PolicyError(f"policy engine unavailable: {self.error}")
+
+
+def configured_engine(settings: Settings) -> PolicyEngine:
+    """The engine every gate uses here; one that cannot be built still yields a recorded deny."""
+    try:
+        return default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s)
+    except (PolicyError, OSError) as e:
+        return _BrokenEngine(e)
 
 
 def audit_sinks(settings: Settings) -> AuditSink:
@@ -47,11 +55,7 @@ def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision
         doc = json.loads(evidence_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         doc = {"unreadable": str(e)}  # fails schema validation below: a deny that says why
-    try:
-        engine = default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s)
-    except (PolicyError, OSError) as e:
-        engine = _BrokenEngine(e)
-    decision = evaluate(gate, doc, environment=env, engine=engine, decisions=history,
+    decision = evaluate(gate, doc, environment=env, engine=configured_engine(settings), decisions=history,
                         audit=audit_sinks(settings))
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     decision_file.write_text(decision.model_dump_json(indent=2))

@@ -10,8 +10,9 @@ from mlsec.ingest import stage
 
 
 def run(source: str, contract: str, dataset_out: Path, evidence_out: Path) -> None:
-    result = stage.run(source or str(sample_dataset()), Path(contract) if contract else contract_path(),
-                       dataset_out.parent / (dataset_out.name + ".work"), name="dataset")
+    work = dataset_out.with_name(dataset_out.name + ".work")
+    result = stage.run(source or str(sample_dataset()), Path(contract) if contract else contract_path(), work,
+                       name="dataset")
     shutil.move(result.dataset, dataset_out)
-    shutil.rmtree(dataset_out.parent / (dataset_out.name + ".work"), ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     result.evidence.write(evidence_out)

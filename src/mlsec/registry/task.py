@@ -6,11 +6,10 @@ import os
 import socket
 from pathlib import Path
 
-from mlsec.config import Settings, policy_dir
+from mlsec.config import Settings
 from mlsec.evidence import Subject, read_evidence
 from mlsec.gates.decision import GateDenied, read_decisions, write_decisions
-from mlsec.gates.engine import default_engine
-from mlsec.gates.task import audit_sinks
+from mlsec.gates.task import audit_sinks, configured_engine
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.store import Registry
 from mlsec.serve.deploy import local_objects, release_objects, render_chart
@@ -43,7 +42,7 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
     record = reg.register(model_name, signed, trust, dataset_digest=training.dataset_digest,
                           metrics=training.metrics, decisions=history, author=author)
     decision = reg.promote(model_name, record.version, stage, trust=trust,
-                           engine=default_engine(policy_dir(), settings.opa_url, settings.opa_timeout_s),
+                           engine=configured_engine(settings),
                            environment=env, author=author, audit=audit_sinks(settings))
     write_decisions(decisions_out, [*history, decision])
     print(decision.summary(), flush=True)

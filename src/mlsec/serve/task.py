@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mlsec.config import Settings
 from mlsec.digest import sha256_json
-from mlsec.evidence import read_evidence
 from mlsec.gates.decision import read_decisions
 from mlsec.registry.task import registry_from_env
 from mlsec.serve.deploy import apply, start_local
@@ -17,7 +16,7 @@ from mlsec.serve.evidence import DeploymentEvidence
 def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
     settings = Settings()
     doc = json.loads(release.read_text())
-    plan = read_evidence(DeploymentEvidence, release)
+    plan = DeploymentEvidence.model_validate(doc)
     last = read_decisions(decisions)[-1]
     if last.gate != "deployment" or not last.allow or last.evidence_sha256 != sha256_json(doc):
         raise RuntimeError("refusing to deploy: no allowing deployment decision for exactly these objects")
