@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from mlsec.config import contract_path, sample_dataset
 from mlsec.ingest import stage as ingest
 from mlsec.ingest.contract import load_contract
 from mlsec.serve import auth
-from mlsec.serve.deploy import wait_ready
+from mlsec.serve.deploy import free_port, wait_ready
 from mlsec.sign import keys, stage as signing
 from mlsec.sign.attestation import Materials
 from mlsec.train import stage as train
@@ -38,12 +37,6 @@ from mlsec.serve.server import BoundModelServer
 m = SignedModel("credit", Path(sys.argv[1]), Path(sys.argv[2])); m.load()
 BoundModelServer("127.0.0.1", http_port=int(sys.argv[3]), workers=1, enable_grpc=False).start([m])
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str) -> None:
@@ -84,7 +77,7 @@ def main() -> None:
         features = load_contract(contract_path()).features
         rows = pd.read_csv(sample_dataset())[features].to_dict("records")
         bodies = [json.dumps({"instances": [rows[i % len(rows)]]}).encode() for i in range(args.requests)]
-        bare_port, guarded_port = _port(), _port()
+        bare_port, guarded_port = free_port(), free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bundle), str(pair.public_key), str(bare_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         guarded = subprocess.Popen([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from kserve.errors import InvalidInput
 
 from mlsec.serve import auth
+from mlsec.serve.deploy import free_port
 from mlsec.serve.model import SignedModel
 from mlsec.sign import keys
 
@@ -69,12 +69,6 @@ def test_unexpected_digest_is_not_loaded(signed: Signed, key_pair: keys.KeyPair)
         SignedModel("credit", signed.bundle, key_pair.public_key, expected_digest="0" * 64).load()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _listening(pid: int) -> set[tuple[str, int]]:
     import psutil
 
@@ -88,14 +82,14 @@ def test_server_refuses_to_start_on_tampered_bundle(tmp_path: Path, signed: Sign
     (bundle / "model" / "config.json").write_text(json.dumps({"hacked": True}))
     auth.create(tmp_path / "keys.json", "c")
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),
-                          "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          "--public-key", str(key_pair.public_key), "--port", str(free_port()),
                           "--api-keys", str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "signature verification failed" in out.stderr
 
 
 def test_server_refuses_to_start_without_api_keys(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair) -> None:
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle",
-                          str(signed.bundle), "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          str(signed.bundle), "--public-key", str(key_pair.public_key), "--port", str(free_port()),
                           "--api-keys", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "cannot read API keys" in out.stderr
 
@@ -105,7 +99,7 @@ def test_server_refuses_to_start_on_unsigned_bundle(tmp_path: Path, signed: Sign
     (bundle / "model.sig").unlink()
     auth.create(tmp_path / "keys.json", "c")
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),
-                          "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          "--public-key", str(key_pair.public_key), "--port", str(free_port()),
                           "--api-keys", str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "lacks model.sig" in out.stderr
 
@@ -121,6 +115,6 @@ def test_server_refuses_to_start_on_revoked_version(tmp_path: Path, s3_server, r
     auth.create(tmp_path / "keys.json", "c")
     env = {**os.environ, **s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--ref", version,
-                          "--public-key", str(key_pair.public_key), "--port", str(_free_port()),
+                          "--public-key", str(key_pair.public_key), "--port", str(free_port()),
                           "--api-keys", str(tmp_path / "keys.json")], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode != 0 and f"credit version {version} is revoked" in out.stderr

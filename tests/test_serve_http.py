@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import requests
 
 from mlsec.config import sample_dataset
 from mlsec.serve import auth
-from mlsec.serve.deploy import wait_ready
+from mlsec.serve.deploy import free_port, wait_ready
 from mlsec.sign import keys
 
 from conftest import Signed
@@ -43,9 +42,7 @@ class Server:
 
 
 def _start(tmp: Path, signed: Signed, key_pair: keys.KeyPair, rate: str) -> tuple[subprocess.Popen[bytes], Server]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     keyfile = tmp / "keys.json"
     key, other = auth.create(keyfile, "alice", ["credit"]), auth.create(keyfile, "mallory")
     bob = auth.create(keyfile, "bob", ["fraud"])

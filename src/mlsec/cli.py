@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
         reg.pull(args.name, version, bundle, trust)
     from mlsec.serve.guard import GuardConfig
 
-    api_keys = Path(args.api_keys or os.environ.get("MLSEC_API_KEYS_FILE") or settings.home / "serve" / "api-keys.json")
+    api_keys = Path(args.api_keys) if args.api_keys else settings.api_keys_file
     audit = None if args.audit_log == "-" else Path(args.audit_log or settings.home / "serve" / f"{args.name}-requests.jsonl")
     if audit:
         audit.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _api_key(args: argparse.Namespace) -> int:
     from mlsec.serve import auth
 
-    path = Path(args.file or os.environ.get("MLSEC_API_KEYS_FILE") or Settings().home / "serve" / "api-keys.json")
+    path = Path(args.file) if args.file else Settings().api_keys_file
     key = auth.create(path, args.client, args.model or None)
     print(f"API key for {args.client} (shown once; only its hash is kept in {path}):\n{key}")
     return 0

@@ -54,5 +54,10 @@ class Settings:
         return _path("MLSEC_KEY_DIR", self.home / "keys")
 
     @property
+    def api_keys_file(self) -> Path:
+        """Hashed API keys of the model server's clients (`mlsec keys api-key`)."""
+        return _path("MLSEC_API_KEYS_FILE", self.home / "serve" / "api-keys.json")
+
+    @property
     def audit_log(self) -> Path:
         return _path("MLSEC_AUDIT_LOG", self.home / "audit" / "decisions.jsonl")

@@ -97,7 +97,7 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
     warnings.filterwarnings("ignore", message=r".*settings \['accelerator'\] have no effect", category=UserWarning)
 
     settings = Settings()
-    keys_file = Path(os.environ["MLSEC_API_KEYS_FILE"])
+    keys_file = settings.api_keys_file
     keys_file.unlink(missing_ok=True)  # a fresh key for each demo run; only its hash is on disk
     api_key = auth.create(keys_file, "demo")
     audit_before = len(settings.audit_log.read_text().splitlines()) if settings.audit_log.exists() else 0

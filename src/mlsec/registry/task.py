@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from mlsec.config import Settings
@@ -12,7 +11,7 @@ from mlsec.gates.decision import GateDenied, read_decisions, write_decisions
 from mlsec.gates.task import audit_sinks, configured_engine
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.store import Registry
-from mlsec.serve.deploy import local_objects, release_objects, render_chart
+from mlsec.serve.deploy import free_port, local_objects, release_objects, render_chart
 from mlsec.serve.evidence import DeploymentEvidence, Release
 from mlsec.sign.methods import configured_trust
 from mlsec.train.evidence import TrainingEvidence
@@ -24,11 +23,6 @@ def registry_from_env() -> Registry:
     reg.ensure_bucket()
     return reg
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str, stage: str, author: str,
@@ -50,7 +44,7 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
         raise GateDenied(decision)
     namespace = os.environ.get("MLSEC_NAMESPACE", "mlsec-serving")
     if settings.deploy_target == "local":
-        objects = local_objects(model_name, record.version, "127.0.0.1", _free_port())
+        objects = local_objects(model_name, record.version, "127.0.0.1", free_port())
     else:
         image = os.environ.get("MLSEC_IMAGE", "")
         repo, _, digest = image.partition("@")

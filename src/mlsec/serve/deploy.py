@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,13 @@ def render_chart(release: str, namespace: str, values: dict[str, Any]) -> list[d
     rendered = chart.render(values, name=release, namespace=namespace)
     return [doc for path, text in sorted(rendered.items()) if path.endswith((".yaml", ".yml"))
             for doc in yaml.safe_load_all(text) if doc]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def local_objects(model: str, version: str, host: str, port: int) -> list[dict[str, Any]]:
