@@ -66,6 +66,22 @@ class _Returning:
         return self.value
 
 
+class _Recording(_Returning):
+    def decide(self, gate: str, input_doc: dict[str, object]) -> object:
+        self.input_doc = input_doc
+        return self.value
+
+
+def test_policies_see_earlier_decisions_as_their_facts(engine: InProcessEngine, trained: Trained) -> None:
+    first = evaluate("data", trained.data_evidence, environment="dev", engine=engine)
+    recorder = _Recording({"allow": True, "deny": [], "warn": []})
+    evaluate("training", trained.training_evidence, environment="dev", engine=recorder, decisions=[first])
+    assert recorder.input_doc["decisions"] == [{
+        "gate": "data", "environment": "dev", "allow": True,
+        "subject": trained.data_evidence.subject.digest, "policy_sha256": engine.policy_sha256,
+    }]
+
+
 def test_engine_error_denies(trained: Trained) -> None:
     d = evaluate("data", trained.data_evidence, environment="dev", engine=_Raising())
     assert not d.allow and d.deny == ["engine exploded"]

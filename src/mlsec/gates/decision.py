@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,14 @@ class Decision(BaseModel):
     def digest(self) -> str:
         """Names this decision in attestations and registry records."""
         return sha256_json(self.model_dump(mode="json"))
+
+    # What later gates' policies see of this decision: the facts rules judge ("gate G allowed subject S
+    # under environment E and bundle B"). Reasons and times stay in the audit log; each input node costs
+    # the engine binding about a microsecond of JSON round-trips, so the input carries no more.
+    POLICY_FIELDS: ClassVar[tuple[str, ...]] = ("gate", "environment", "allow", "subject", "policy_sha256")
+
+    def policy_input(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.POLICY_FIELDS}
 
     @property
     def result(self) -> str:

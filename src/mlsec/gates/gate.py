@@ -80,7 +80,7 @@ def evaluate(
             input_doc = {
                 "environment": environment,
                 "evidence": doc if typed is evidence else typed.model_dump(mode="json"),
-                "decisions": [d.model_dump(mode="json") for d in decisions],
+                "decisions": [d.policy_input() for d in decisions],
             }
             try:
                 allow, reasons, warnings = _check_result(engine.decide(gate, input_doc))
