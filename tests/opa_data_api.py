@@ -1,37 +1,49 @@
-"""Test-only stand-in for `opa run --server`: OPA's Data API (POST /v1/data/<path>) on the same real engine.
+"""Test-only stand-in for `opa run --server --bundle bundle.tar.gz`: OPA's Data API on the same real engine.
 
-There is no `opa` binary on this machine; this lets the HTTP client path be tested for real.
+There is no `opa` binary on this machine; this lets the HTTP client path be tested for real. Like OPA,
+it loads a bundle built by `mlsec policy bundle` and keeps the bundle's .manifest at
+data.system.bundles[<bundle path>].manifest, readable through GET /v1/data/system/bundles.
 """
 
 from __future__ import annotations
 
 import json
+import tarfile
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from mlsec.gates.bundle import build
 from mlsec.gates.engine import InProcessEngine
 
 
 class DataApiServer:
-    def __init__(self, policy_root: Path, delay_s: float = 0.0) -> None:
-        self.engine = InProcessEngine(policy_root)
+    """delay_s slows decisions (POST) only; as_bundle=False loads plain files, like `opa run -s dir/`."""
+
+    def __init__(self, policy_root: Path, delay_s: float = 0.0, *, as_bundle: bool = True) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        if as_bundle:
+            bundle = Path(self._tmp.name) / "bundle.tar.gz"
+            build(policy_root, bundle, "test")
+            root = Path(self._tmp.name) / "loaded"
+            with tarfile.open(bundle) as tar:
+                tar.extractall(root, filter="data")
+            self.engine = InProcessEngine(root)
+            manifest = json.loads((root / ".manifest").read_text())
+            self.engine.opa.add_data({"bundles": {str(bundle): {"manifest": manifest}}}, "system")
+        else:
+            self.engine = InProcessEngine(policy_root)
         self.delay_s = delay_s
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                if not self.path.startswith("/v1/data/"):
-                    self.send_error(404)
-                    return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(outer.delay_s)
-                path = self.path.removeprefix("/v1/data/").replace("/", ".")
+            def _answer(self, path: str, input_doc: object) -> None:
                 from opa_bindings import OpaUndefinedError
 
                 try:
-                    doc = {"result": outer.engine.opa.eval_document(path, body.get("input"))}
+                    doc = {"result": outer.engine.opa.eval_document(path.replace("/", "."), input_doc)}
                 except OpaUndefinedError:
                     doc = {}  # OPA answers {} for an undefined document
                 data = json.dumps(doc).encode()
@@ -40,6 +52,20 @@ class DataApiServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                if not self.path.startswith("/v1/data/"):
+                    self.send_error(404)
+                    return
+                self._answer(self.path.removeprefix("/v1/data/"), None)
+
+            def do_POST(self) -> None:  # noqa: N802
+                if not self.path.startswith("/v1/data/"):
+                    self.send_error(404)
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(outer.delay_s)
+                self._answer(self.path.removeprefix("/v1/data/"), body.get("input"))
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -56,3 +82,4 @@ class DataApiServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.engine.close()
+        self._tmp.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -24,14 +25,38 @@ def test_http_decision_equals_in_process(engine: InProcessEngine, trained: Train
             b = evaluate(gate, ev, environment="prod", engine=engine)
             assert (a.allow, a.deny, a.warn) == (b.allow, b.deny, b.warn)
             assert a.engine == "opa-http"
+            # The server reports the bundle it serves: the same digest the in-process engine records.
+            assert a.policy_sha256 == b.policy_sha256 == engine.policy_sha256
 
 
-def test_server_down_denies(trained: Trained) -> None:
+def test_server_without_mlsec_bundle_is_refused(trained: Trained) -> None:
+    with DataApiServer(policy_dir(), as_bundle=False) as server:
+        with pytest.raises(PolicyError, match="exactly one bundle from `mlsec policy bundle`"):
+            HttpEngine(server.url, timeout_s=2)
+
+
+def _dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
-    d = evaluate("data", trained.data_evidence, environment="dev",
-                 engine=HttpEngine(f"http://127.0.0.1:{port}", timeout_s=0.5))
+    return f"http://127.0.0.1:{port}"
+
+
+def test_server_down_at_start_is_a_recorded_deny(tmp_path: Path, trained: Trained,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSEC_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    monkeypatch.setenv("MLSEC_OPA_URL", _dead_url())
+    trained.data_evidence.write(tmp_path / "ev.json")
+    assert run_gate("data", tmp_path / "ev.json", None, tmp_path / "d.json", tmp_path / "ds.json", "dev") == "deny"
+    reasons = json.loads((tmp_path / "d.json").read_text())["deny"]
+    assert "policy engine unavailable" in reasons[0] and "ConnectionError" in reasons[0]
+    assert '"result": "deny"' in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_server_gone_mid_run_denies(trained: Trained) -> None:
+    with DataApiServer(policy_dir()) as server:
+        remote = HttpEngine(server.url, timeout_s=0.5)
+    d = evaluate("data", trained.data_evidence, environment="dev", engine=remote)
     assert not d.allow and "ConnectionError" in d.deny[0]
 
 

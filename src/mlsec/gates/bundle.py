@@ -11,7 +11,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from mlsec.gates.engine import bundle_digest, data_files, data_path, policy_files
+from mlsec.gates.engine import BUNDLE_DIGEST_KEY, bundle_digest, data_files, data_path, policy_files
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -27,7 +27,7 @@ def build(root: Path, out: Path, revision: str) -> str:
         merged.setdefault(data_path(root, f), {}).update(json.loads(f.read_text()))
     digest = bundle_digest(root)
     manifest = {"revision": revision, "roots": ["mlsec", *sorted(merged)],
-                "metadata": {"mlsec_policy_sha256": digest}}
+                "metadata": {BUNDLE_DIGEST_KEY: digest}}
     with tarfile.open(out, "w:gz") as tar:
         _add(tar, ".manifest", json.dumps(manifest, sort_keys=True).encode())
         for f in policy_files(root):

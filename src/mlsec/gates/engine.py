@@ -45,6 +45,10 @@ def data_path(root: Path, file: Path) -> str:
     return ".".join(file.parent.relative_to(root).parts)
 
 
+# The .manifest metadata key that carries bundle_digest(), so an OPA server can report it.
+BUNDLE_DIGEST_KEY = "mlsec_policy_sha256"
+
+
 def bundle_digest(root: Path) -> str:
     """Names the policy bundle: every non-test policy and every data file, by content."""
     files = policy_files(root) + data_files(root)
@@ -92,11 +96,17 @@ class InProcessEngine:
 
 
 class HttpEngine:
-    """An OPA server's Data API, through opa-python-client, with a hard timeout and no retries."""
+    """An OPA server's Data API, through opa-python-client, with a hard timeout and no retries.
+
+    Decisions record the digest of the bundle the server serves: OPA keeps each activated bundle's
+    .manifest at data.system.bundles[<name>].manifest, and `mlsec policy bundle` writes the digest into
+    its metadata. A server that cannot say which mlsec bundle it serves is refused, so every decision
+    names its policies. Looked up once: engines live for one task, and OPA loads --bundle files once.
+    """
 
     name = "opa-http"
 
-    def __init__(self, url: str, *, timeout_s: float, policy_sha256: str | None = None) -> None:
+    def __init__(self, url: str, *, timeout_s: float) -> None:
         from opa_client import OpaClient
 
         parts = urlsplit(url)
@@ -108,7 +118,28 @@ class HttpEngine:
             host=parts.hostname, port=port, ssl=parts.scheme == "https", retries=0, timeout=timeout_s
         )
         self.url = url
-        self.policy_sha256 = policy_sha256
+        self.policy_sha256 = self._served_bundle_digest()
+
+    def _served_bundle_digest(self) -> str:
+        from opa_client.errors import PolicyNotFoundError
+
+        try:
+            bundles = self._client.get_data("system/bundles")["result"]
+        except PolicyNotFoundError:
+            bundles = {}  # no bundle activated: policies were loaded some other way
+        except Exception as e:  # as in decide(): whatever the client raises means "no answer"
+            raise PolicyError(f"OPA server {self.url} does not report its bundles: {type(e).__name__}: {e}") from e
+        digests = {
+            m["metadata"][BUNDLE_DIGEST_KEY]
+            for b in (bundles.values() if isinstance(bundles, dict) else [])
+            if isinstance(m := b.get("manifest"), dict) and isinstance(m.get("metadata"), dict)
+            and isinstance(m["metadata"].get(BUNDLE_DIGEST_KEY), str)
+        }
+        if len(digests) != 1:
+            found = ", ".join(sorted(digests)) or "none"
+            raise PolicyError(f"OPA server {self.url} must serve exactly one bundle from `mlsec policy bundle` "
+                              f"(manifest metadata {BUNDLE_DIGEST_KEY}); found: {found}")
+        return digests.pop()
 
     def decide(self, gate: str, input_doc: dict[str, Any]) -> Any:
         try:
