@@ -35,6 +35,14 @@ def test_server_without_mlsec_bundle_is_refused(trained: Trained) -> None:
             HttpEngine(server.url, timeout_s=2)
 
 
+def test_server_with_two_mlsec_bundles_is_refused(trained: Trained) -> None:
+    with DataApiServer(policy_dir()) as server:
+        other = {"manifest": {"revision": "x", "metadata": {"mlsec_policy_sha256": "0" * 64}}}
+        server.engine.opa.add_data({"bundles": {"other.tar.gz": other, "junk": 1}}, "system")
+        with pytest.raises(PolicyError, match="found: 0000"):
+            HttpEngine(server.url, timeout_s=2)
+
+
 def _dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -129,12 +129,7 @@ class HttpEngine:
             bundles = {}  # no bundle activated: policies were loaded some other way
         except Exception as e:  # as in decide(): whatever the client raises means "no answer"
             raise PolicyError(f"OPA server {self.url} does not report its bundles: {type(e).__name__}: {e}") from e
-        digests = {
-            m["metadata"][BUNDLE_DIGEST_KEY]
-            for b in (bundles.values() if isinstance(bundles, dict) else [])
-            if isinstance(m := b.get("manifest"), dict) and isinstance(m.get("metadata"), dict)
-            and isinstance(m["metadata"].get(BUNDLE_DIGEST_KEY), str)
-        }
+        digests = {d for b in (bundles.values() if isinstance(bundles, dict) else []) if (d := _manifest_digest(b))}
         if len(digests) != 1:
             found = ", ".join(sorted(digests)) or "none"
             raise PolicyError(f"OPA server {self.url} must serve exactly one bundle from `mlsec policy bundle` "
@@ -149,6 +144,13 @@ class HttpEngine:
         if "result" not in response:
             raise PolicyError(f"OPA server returned no result for mlsec.gates.{gate}.decision")
         return response["result"]
+
+
+def _manifest_digest(bundle: Any) -> str | None:
+    manifest = bundle.get("manifest") if isinstance(bundle, dict) else None
+    metadata = manifest.get("metadata") if isinstance(manifest, dict) else None
+    digest = metadata.get(BUNDLE_DIGEST_KEY) if isinstance(metadata, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def default_engine(policy_root: Path, opa_url: str | None, timeout_s: float) -> PolicyEngine:
