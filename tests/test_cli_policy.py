@@ -12,6 +12,7 @@ import pytest
 
 from mlsec.cli import main
 from mlsec.config import policy_dir
+from mlsec.gates.decision import write_decisions
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.gate import evaluate
 
@@ -48,6 +49,29 @@ def test_eval_prints_the_decision(tmp_path: Path, trained: Trained, capsys: pyte
     decision = json.loads(capsys.readouterr().out)
     assert not decision["allow"]
     assert any("accuracy 0.500 below prod minimum 0.800" in r for r in decision["deny"])
+
+
+def test_eval_takes_earlier_decisions(tmp_path: Path, trained: Trained, engine: InProcessEngine,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    trained.training_evidence.write(tmp_path / "ev.json")
+    args = ["policy", "eval", "--gate", "training", "--env", "dev", "--input", str(tmp_path / "ev.json")]
+    assert main(args) == 1  # alone, training evidence lacks the data gate's decision
+    assert "no allowing data-gate decision" in capsys.readouterr().err
+    write_decisions(tmp_path / "decisions.json",
+                    [evaluate("data", trained.data_evidence, environment="dev", engine=engine)])
+    assert main([*args, "--decisions", str(tmp_path / "decisions.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["allow"]
+
+
+@pytest.mark.parametrize("bad", ["input", "decisions"])
+def test_eval_names_an_unreadable_file(tmp_path: Path, trained: Trained, bad: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    trained.training_evidence.write(tmp_path / "ev.json")
+    (tmp_path / "bad.json").write_text('{"not": "decisions"')
+    files = {"input": str(tmp_path / "ev.json"), "decisions": str(tmp_path / "ev.json"), bad: str(tmp_path / "bad.json")}
+    assert main(["policy", "eval", "--gate", "training", "--input", files["input"],
+                 "--decisions", files["decisions"]]) == 2
+    assert f"{tmp_path / 'bad.json'}" in capsys.readouterr().err
 
 
 def test_bundle_is_an_opa_bundle_with_the_same_decisions(tmp_path: Path, trained: Trained,

@@ -139,10 +139,24 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _policy_eval(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from mlsec.config import policy_dir
+    from mlsec.gates.decision import read_decisions
     from mlsec.gates.engine import PolicyError, default_engine
     from mlsec.gates.gate import evaluate
 
+    try:
+        doc = json.loads(Path(args.input).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"error: evidence {args.input} is not readable JSON: {e}", file=sys.stderr)
+        return 2
+    try:
+        history = read_decisions(Path(args.decisions)) if args.decisions else []
+    except (OSError, json.JSONDecodeError, ValidationError, TypeError) as e:
+        print(f"error: {args.decisions} is not a decisions file (a gate task's `decisions` output): {e}",
+              file=sys.stderr)
+        return 2
     settings = Settings()
     try:
         engine = default_engine(Path(args.policies) if args.policies else policy_dir(), settings.opa_url,
@@ -150,9 +164,10 @@ def _policy_eval(args: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"DENY: {e}", file=sys.stderr)
         return 1
-    doc = json.loads(Path(args.input).read_text())
-    decision = evaluate(args.gate, doc, environment=args.env or settings.environment, engine=engine)
+    decision = evaluate(args.gate, doc, environment=args.env or settings.environment, engine=engine,
+                        decisions=history)
     print(decision.model_dump_json(indent=2))
+    print(decision.summary(), file=sys.stderr)
     return 0 if decision.allow else 1
 
 
@@ -338,7 +353,8 @@ def parser() -> argparse.ArgumentParser:
     pe = pol.add_parser("eval", help="evaluate one gate on an evidence file")
     pe.add_argument("--gate", required=True)
     pe.add_argument("--env", default="")
-    pe.add_argument("--input", required=True)
+    pe.add_argument("--input", required=True, help="evidence JSON (a stage's `evidence` output)")
+    pe.add_argument("--decisions", help="earlier gates' decisions (a gate task's `decisions` output)")
     pe.add_argument("--policies")
     pe.set_defaults(func=_policy_eval)
     pc = pol.add_parser("check", help="parse every policy with the engine")
