@@ -55,3 +55,38 @@ def test_registry_commands(cli_env: Registry, signed: Signed, key_pair: keys.Key
     assert "revoked" in capsys.readouterr().err
     assert main(["registry", "rollback", "credit", "--stage", "dev", "--to", version, "--author", "alice"]) == 1
     assert f"version {version} is revoked" in capsys.readouterr().out
+
+
+def test_without_an_endpoint_the_local_registry_is_used(signed: Signed, key_pair: keys.KeyPair, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """After `make demo`, `mlsec registry list` shows what the demo registered, with no setup."""
+    from mlsec.registry.seaweed import local_registry
+    from mlsec.registry.task import registry_from_env
+
+    for k in ("MLSEC_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MLSEC_HOME", str(tmp_path / "home"))
+    t = signed.trained
+    with local_registry(tmp_path / "home" / "s3"):
+        version = registry_from_env().register(
+            "credit", signed.bundle, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
+            metrics=t.training_evidence.metrics, decisions=signed.decisions, author="alice").version
+    with LocalS3(tmp_path / "home" / "s3"):  # as while a run holds it: a second server would corrupt its data
+        assert main(["registry", "list"]) == 2
+        assert "in use by another mlsec process" in capsys.readouterr().err
+    assert main(["registry", "list"]) == 0
+    out = capsys.readouterr()
+    assert f"credit\t{version}\t-" in out.out and "using the local registry" in out.err
+    assert main(["registry", "list"]) == 0  # the server it started has stopped and released the data
+
+
+def test_unreachable_registry_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from mlsec.serve.deploy import free_port
+
+    for k, v in {"MLSEC_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", "MLSEC_S3_MAX_ATTEMPTS": "1",
+                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["registry", "list"]) == 2
+    assert "mlsec: error: S3 registry: Could not connect" in capsys.readouterr().err

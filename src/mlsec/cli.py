@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,17 @@ import sys
 from pathlib import Path
 
 from mlsec.config import Settings
+
+
+def _registry_access(settings: Settings) -> contextlib.AbstractContextManager[object]:
+    """The configured S3 registry; without one, the local registry `mlsec run` keeps, for this command."""
+    if settings.s3_endpoint:
+        return contextlib.nullcontext()
+    from mlsec.registry.seaweed import local_registry
+
+    print(f"mlsec: MLSEC_S3_ENDPOINT is not set: using the local registry under {settings.home / 's3'}",
+          file=sys.stderr)
+    return local_registry(settings.home / "s3")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,10 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.bundle:
         bundle = Path(args.bundle)
     else:
-        reg = registry_from_env()
-        version = reg.resolve(args.name, args.ref)
-        bundle = settings.home / "serving" / args.name / version
-        reg.pull(args.name, version, bundle, trust)
+        with _registry_access(settings):
+            reg = registry_from_env()
+            version = reg.resolve(args.name, args.ref)
+            bundle = settings.home / "serving" / args.name / version
+            reg.pull(args.name, version, bundle, trust)
     from mlsec.serve.guard import GuardConfig
 
     api_keys = Path(args.api_keys) if args.api_keys else settings.api_keys_file
@@ -123,6 +136,11 @@ def _audit_verify(args: argparse.Namespace) -> int:
     settings = Settings()
     if args.s3:
         from mlsec.registry.s3 import client_from_env
+
+        if not settings.s3_endpoint:
+            print("mlsec: error: --s3 verifies a cluster's log: set MLSEC_S3_ENDPOINT (and its credentials)",
+                  file=sys.stderr)
+            return 2
 
         log: AuditLog | S3AuditLog = S3AuditLog(client_from_env(), settings.s3_bucket)
         where = f"s3://{settings.s3_bucket}/audit"
@@ -215,13 +233,18 @@ def _policy_bundle(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
+    settings = Settings()
+    with _registry_access(settings):
+        return _registry_command(args, settings)
+
+
+def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
     from mlsec.gates.task import audit_sinks, configured_engine
     from mlsec.registry.task import registry_from_env
     from mlsec.sign.methods import configured_trust
 
-    settings = Settings()
     reg = registry_from_env()
     cmd = args.registry_cmd
     if cmd == "list":
@@ -425,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # incl. SigningError, RegistryError
         print(f"mlsec: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(e, (BotoCoreError, ClientError)):  # unreachable endpoint, no credentials, access denied
+            print(f"mlsec: error: S3 registry: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mlsec.config import Settings, sample_dataset
 from mlsec.gates.engine import GO_RUNTIME_ENV
-from mlsec.registry.seaweed import LocalS3
+from mlsec.registry.seaweed import LocalS3, local_registry
 from mlsec.serve import auth
 from mlsec.serve.deploy import LocalServer
 
@@ -36,18 +36,11 @@ class RunResult:
 @contextlib.contextmanager
 def local_services(home: Path) -> Iterator[LocalS3]:
     """SeaweedFS on loopback plus the environment every task reads; both undone on exit."""
-    saved = dict(os.environ)
-    with LocalS3(home / "s3") as s3:
-        os.environ.update(s3.env)
-        os.environ.update({"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local",
-                           "MLSEC_API_KEYS_FILE": str(home / "serve" / "demo-api-keys.json")})
-        for k, v in GO_RUNTIME_ENV.items():
-            os.environ.setdefault(k, v)
-        try:
-            yield s3
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    go_defaults = {k: v for k, v in GO_RUNTIME_ENV.items() if k not in os.environ}
+    env = {"MLSEC_HOME": str(home), "MLSEC_DEPLOY_TARGET": "local",
+           "MLSEC_API_KEYS_FILE": str(home / "serve" / "demo-api-keys.json"), **go_defaults}
+    with local_registry(home / "s3", env) as s3:
+        yield s3
 
 
 # What a person watching `mlsec run` needs; everything else goes to the run's log file.

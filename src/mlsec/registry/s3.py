@@ -25,7 +25,9 @@ def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int
         d = Path(cred_dir)
         creds = {"aws_access_key_id": (d / "AWS_ACCESS_KEY_ID").read_text().strip(),
                  "aws_secret_access_key": (d / "AWS_SECRET_ACCESS_KEY").read_text().strip()}
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg, **creds)
+    # A session of its own: boto3's default session resolves credentials once per process, so a process
+    # that moves to another server (a new local registry, a rotated Secret) would keep sending stale ones.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=cfg, **creds)
 
 
 def client_from_env() -> Any:

@@ -6,6 +6,8 @@ and a test run can share the machine.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -17,9 +19,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 _PORT_FLAGS = ["master.port", "volume.port", "filer.port", "s3.port", "admin.port", "s3.port.iceberg"]
 _GRPC_OFFSET = 10000  # weed derives each gRPC port as http port + 10000
@@ -80,6 +84,7 @@ class LocalS3:
     startup_timeout_s: float = 30.0
     ports: dict[str, int] = field(default_factory=dict)
     _proc: subprocess.Popen[bytes] | None = None
+    _lock_file: IO[str] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -96,6 +101,7 @@ class LocalS3:
 
     def start(self) -> LocalS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         (self.data_dir / "weed").mkdir(exist_ok=True)
         self.credentials = Credentials.load_or_create(self.data_dir / "s3.json")
         if not self.ports:  # a restart keeps its ports, so clients keep their endpoint
@@ -107,6 +113,17 @@ class LocalS3:
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready()
         return self
+
+    def _lock(self) -> None:
+        """Two servers on one data directory would corrupt it: the second start is refused."""
+        lock = (self.data_dir / ".lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(f"the local registry {self.data_dir} is in use by another mlsec process "
+                               "(a run or a registry command); try again when it has finished") from None
+        self._lock_file = lock
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -135,6 +152,9 @@ class LocalS3:
         self._proc = None
         if getattr(self, "_log", None):
             self._log.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
     def __enter__(self) -> LocalS3:
         return self.start()
@@ -142,3 +162,16 @@ class LocalS3:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def local_registry(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[LocalS3]:
+    """LocalS3 on data_dir, with the environment S3 clients read (plus extra_env) set while it runs."""
+    saved = dict(os.environ)
+    with LocalS3(data_dir) as s3:
+        os.environ.update({**s3.env, **(extra_env or {})})
+        try:
+            yield s3
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
