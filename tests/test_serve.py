@@ -91,6 +91,12 @@ def test_server_refuses_to_start_without_api_keys(tmp_path: Path, signed: Signed
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle",
                           str(signed.bundle), "--public-key", str(key_pair.public_key), "--port", str(free_port()),
                           "--api-keys", str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and f"no API keys at {tmp_path / 'none.json'}" in out.stderr
+    assert "mlsec keys api-key" in out.stderr  # says how to make one
+    (tmp_path / "none.json").write_text("{not json")
+    out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle",
+                          str(signed.bundle), "--api-keys", str(tmp_path / "none.json")],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "cannot read API keys" in out.stderr
 
 

@@ -86,10 +86,13 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from mlsec.registry.task import registry_from_env
+    from mlsec.serve import auth
     from mlsec.serve.server import serve
     from mlsec.sign.methods import Trust, configured_trust
 
     settings = Settings()
+    api_keys = Path(args.api_keys) if args.api_keys else settings.api_keys_file
+    auth.load(api_keys)  # before pulling anything: a server without valid keys would not start
     trust = Trust("key", public_key=Path(args.public_key)) if args.public_key else configured_trust(settings.key_dir)
     if args.bundle:
         bundle = Path(args.bundle)
@@ -101,7 +104,6 @@ def _serve(args: argparse.Namespace) -> int:
             reg.pull(args.name, version, bundle, trust)
     from mlsec.serve.guard import GuardConfig
 
-    api_keys = Path(args.api_keys) if args.api_keys else settings.api_keys_file
     audit = None if args.audit_log == "-" else Path(args.audit_log or settings.home / "serve" / f"{args.name}-requests.jsonl")
     if audit:
         audit.parent.mkdir(parents=True, exist_ok=True)

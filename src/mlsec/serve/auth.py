@@ -45,6 +45,9 @@ def _entry(client: str, value: Any) -> dict[str, Any]:
 def load(path: Path) -> dict[str, dict[str, Any]]:
     try:
         raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no API keys at {path}: create one with `mlsec keys api-key <client> --file {path}`"
+                         " (the server refuses to run without authentication)") from None
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read API keys from {path}: {e}") from e
     if not isinstance(raw, dict):
