@@ -39,6 +39,11 @@ class DataApiServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as OPA's Go server does (no new connection per decision); without Nagle, which
+            # would hold the body back behind the headers until the client's delayed ACK (~40 ms).
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
             def _answer(self, path: str, input_doc: object) -> None:
                 from opa_bindings import OpaUndefinedError
 
@@ -83,3 +88,13 @@ class DataApiServer:
         self.httpd.server_close()
         self.engine.close()
         self._tmp.cleanup()
+
+
+if __name__ == "__main__":
+    # A separate process, like a real `opa run`: `python opa_data_api.py POLICY_ROOT` prints the URL and
+    # serves until its standard input closes (the benchmark uses this; tests use the class in-process).
+    import sys
+
+    with DataApiServer(Path(sys.argv[1])) as server:
+        print(server.url, flush=True)
+        sys.stdin.read()

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mlsec.config import policy_dir
+from mlsec.digest import canonical_json
 from mlsec.gates.audit import AuditLog
-from mlsec.gates.engine import InProcessEngine, PolicyError
+from mlsec.gates.engine import InProcessEngine, PolicyError, PolicyInput
 from mlsec.gates.gate import evaluate
 from mlsec.gates.task import run_gate
 
@@ -52,7 +53,7 @@ def test_unknown_environment_denies(engine: InProcessEngine, trained: Trained) -
 class _Raising:
     name, policy_sha256 = "broken", None
 
-    def decide(self, gate: str, input_doc: dict[str, object]) -> object:
+    def decide(self, gate: str, policy_input: PolicyInput) -> object:
         raise PolicyError("engine exploded")
 
 
@@ -62,13 +63,13 @@ class _Returning:
     def __init__(self, value: object) -> None:
         self.value = value
 
-    def decide(self, gate: str, input_doc: dict[str, object]) -> object:
+    def decide(self, gate: str, policy_input: PolicyInput) -> object:
         return self.value
 
 
 class _Recording(_Returning):
-    def decide(self, gate: str, input_doc: dict[str, object]) -> object:
-        self.input_doc = input_doc
+    def decide(self, gate: str, policy_input: PolicyInput) -> object:
+        self.policy_input = policy_input
         return self.value
 
 
@@ -76,10 +77,22 @@ def test_policies_see_earlier_decisions_as_their_facts(engine: InProcessEngine, 
     first = evaluate("data", trained.data_evidence, environment="dev", engine=engine)
     recorder = _Recording({"allow": True, "deny": [], "warn": []})
     evaluate("training", trained.training_evidence, environment="dev", engine=recorder, decisions=[first])
-    assert recorder.input_doc["decisions"] == [{
+    assert recorder.policy_input.doc["decisions"] == [{
         "gate": "data", "environment": "dev", "allow": True,
         "subject": trained.data_evidence.subject.digest, "policy_sha256": engine.policy_sha256,
     }]
+    # The in-process engine's bytes are exactly the document's canonical JSON.
+    assert recorder.policy_input.json == canonical_json(recorder.policy_input.doc)
+
+
+def test_evidence_from_a_file_reaches_the_policy_normalised(engine: InProcessEngine, trained: Trained) -> None:
+    """Evidence read from JSON is validated, and the policy judges the validated form, not the raw text."""
+    raw = json.loads(trained.training_evidence.model_dump_json())
+    raw["created"] = raw["created"].replace("Z", "+00:00")
+    recorder = _Recording({"allow": True, "deny": [], "warn": []})
+    evaluate("training", raw, environment="dev", engine=recorder)
+    assert recorder.policy_input.doc["evidence"] == trained.training_evidence.model_dump(mode="json")
+    assert recorder.policy_input.json == canonical_json(recorder.policy_input.doc)
 
 
 def test_engine_error_denies(trained: Trained) -> None:

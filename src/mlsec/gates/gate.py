@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlsec.digest import sha256_json
+from mlsec.digest import canonical_json, sha256_bytes
 from mlsec.evidence import Evidence
 from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
-from mlsec.gates.engine import PolicyEngine, PolicyError
+from mlsec.gates.engine import PolicyEngine, PolicyError, PolicyInput
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.evidence import PromotionEvidence
 from mlsec.serve.evidence import DeploymentEvidence
@@ -56,10 +56,11 @@ def evaluate(
 ) -> Decision:
     doc = evidence.model_dump(mode="json") if isinstance(evidence, Evidence) else dict(evidence)
     subject = doc.get("subject", {}).get("digest") if isinstance(doc.get("subject"), Mapping) else None
+    evidence_json = canonical_json(doc)
     base: dict[str, Any] = {
         "gate": gate,
         "environment": environment,
-        "evidence_sha256": sha256_json(doc),
+        "evidence_sha256": sha256_bytes(evidence_json),
         "policy_sha256": engine.policy_sha256,
         "engine": engine.name,
     }
@@ -77,13 +78,18 @@ def evaluate(
         except ValidationError as e:
             decision = deny(_field_errors(e), None)
         else:
-            input_doc = {
-                "environment": environment,
-                "evidence": doc if typed is evidence else typed.model_dump(mode="json"),
-                "decisions": [d.policy_input() for d in decisions],
-            }
+            if typed is not evidence:
+                doc = typed.model_dump(mode="json")
+                evidence_json = canonical_json(doc)
+            facts = [d.policy_input() for d in decisions]
+            policy_input = PolicyInput(
+                {"decisions": facts, "environment": environment, "evidence": doc},
+                # canonical_json of that document, reusing the evidence bytes already hashed
+                b'{"decisions":' + canonical_json(facts) + b',"environment":' + canonical_json(environment)
+                + b',"evidence":' + evidence_json + b"}",
+            )
             try:
-                allow, reasons, warnings = _check_result(engine.decide(gate, input_doc))
+                allow, reasons, warnings = _check_result(engine.decide(gate, policy_input))
             except PolicyError as e:
                 decision = deny([str(e)], typed.subject.digest)
             else:

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlsec.config import Settings, policy_dir
 from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
 from mlsec.gates.decision import Decision, read_decisions, write_decisions
-from mlsec.gates.engine import PolicyEngine, PolicyError, default_engine
+from mlsec.gates.engine import PolicyEngine, PolicyError, PolicyInput, default_engine
 from mlsec.gates.gate import evaluate
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class _BrokenEngine:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def decide(self, gate: str, input_doc: dict[str, object]) -> object:
+    def decide(self, gate: str, policy_input: PolicyInput) -> object:
         raise PolicyError(f"policy engine unavailable: {self.error}")
 
 
