@@ -112,6 +112,12 @@ def test_allow_with_reasons_is_a_deny(trained: Trained) -> None:
     assert not d.allow and d.deny == ["but no"]
 
 
+def test_policy_without_a_decision_denies(tmp_path: Path, trained: Trained) -> None:
+    (tmp_path / "data.rego").write_text("package mlsec.gates.data\n\nallow := true\n")
+    d = evaluate("data", trained.data_evidence, environment="dev", engine=InProcessEngine(tmp_path))
+    assert not d.allow and "data.mlsec.gates.data.decision is undefined" in d.deny[0]
+
+
 def test_policy_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "policies"
     shutil.copytree(policy_dir(), broken)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from opa_bindings import OpaEngine
+from opa_bindings import OpaEngine, OpaError
 from opa_bindings.engine import OpaUndefinedError
 
 from mlsec.digest import sha256_file, sha256_json
@@ -89,8 +89,6 @@ class InProcessEngine:
     name = "opa-inprocess"
 
     def __init__(self, root: Path, *, tests: bool = False) -> None:
-        from opa_bindings import OpaError
-
         self.root = root
         self._opa = _JsonInputEngine()
         try:
@@ -112,8 +110,6 @@ class InProcessEngine:
         return self._opa
 
     def decide(self, gate: str, policy_input: PolicyInput) -> Any:
-        from opa_bindings import OpaError
-
         try:
             return self._opa.eval_document_json(f"mlsec.gates.{gate}.decision", policy_input.json)
         except OpaError as e:
