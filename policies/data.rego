@@ -2,7 +2,15 @@
 # is traceable to its source, and shows no obvious poisoning.
 package mlsec.gates.data
 
+import data.mlsec.lib.config
+
 cfg := data.data[input.environment].data
+
+# Every key this policy reads from cfg, with its type (see lib/config.rego).
+config_types := {"min_rows": "number", "max_rows": "number", "max_conflicting_duplicates": "number",
+	"min_label_rate": "number", "max_label_rate": "number"}
+
+config_problems := config.problems(sprintf("%s.data", [input.environment]), cfg, config_types)
 
 ev := input.evidence
 
@@ -14,6 +22,10 @@ deny contains msg if {
 deny contains msg if {
 	not cfg
 	msg := sprintf("no data policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	some msg in config_problems
 }
 
 deny contains msg if {

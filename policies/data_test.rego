@@ -73,3 +73,9 @@ test_prod_needs_more_rows if {
 	not d.allow
 	decide(object.union(good, {"rows": 800}), "dev").allow
 }
+
+test_misnamed_threshold_denied if {
+	patched := object.union(data.data, {"dev": {"data": {"min_rows": null}}})
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": []} with data.data as patched
+	"policy data dev.data.min_rows is missing" in d.deny
+}

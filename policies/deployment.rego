@@ -2,7 +2,14 @@
 # Cluster: Pod Security Standard "restricted" and more; local: a loopback-only, verifying server.
 package mlsec.gates.deployment
 
+import data.mlsec.lib.config
+
 cfg := data.data[input.environment].deployment
+
+# Every key this policy reads from cfg, with its type (see lib/config.rego).
+config_types := {"local_bind_hosts": "array", "require_image_digest": "boolean", "require_network_policy": "boolean"}
+
+config_problems := config.problems(sprintf("%s.deployment", [input.environment]), cfg, config_types)
 
 ev := input.evidence
 
@@ -37,6 +44,10 @@ deny contains msg if {
 deny contains msg if {
 	not cfg
 	msg := sprintf("no deployment policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	some msg in config_problems
 }
 
 deny contains msg if {

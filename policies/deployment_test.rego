@@ -128,3 +128,8 @@ test_missing_readiness_probe_warns if {
 	some w in d.warn
 	contains(w, "no readiness probe")
 }
+
+test_misnamed_flag_denied if {
+	d := decide([deployment, netpol]) with data.data.dev.deployment as object.remove(data.data.dev.deployment, ["require_network_policy"])
+	"policy data dev.deployment.require_network_policy is missing" in d.deny
+}

@@ -2,6 +2,8 @@
 # every earlier gate allowed this exact model, the stage's bar is met and no stage is skipped.
 package mlsec.gates.promotion
 
+import data.mlsec.lib.config
+
 cfg := data.data[input.environment].promotion
 
 signing_cfg := data.data[input.environment].signing
@@ -9,6 +11,29 @@ signing_cfg := data.data[input.environment].signing
 ev := input.evidence
 
 stage := cfg.stages[ev.target_stage]
+
+# Every key this policy reads from its data, with its type (see lib/config.rego).
+config_types := {"stage_order": "array", "required_gates": "array", "allow_stage_skip": "boolean", "stages": "object"}
+
+stage_types := {"min_accuracy": "number", "min_auc": "number", "min_approvals": "number"}
+
+signing_types := {"trust_any_signer": "boolean", "allowed_signers": "array"}
+
+config_problems contains msg if {
+	some msg in config.problems(sprintf("%s.promotion", [input.environment]), cfg, config_types)
+}
+
+config_problems contains msg if {
+	cfg
+	signing := object.get(data.data, [input.environment, "signing"], {})
+	some msg in config.problems(sprintf("%s.signing", [input.environment]), signing, signing_types)
+}
+
+config_problems contains msg if {
+	some s in cfg.stage_order
+	where := sprintf("%s.promotion.stages.%s", [input.environment, s])
+	some msg in config.problems(where, object.get(cfg.stages, s, {}), stage_types)
+}
 
 deny contains msg if {
 	not ev.kind == "mlsec.evidence.promotion/v1"
@@ -18,6 +43,10 @@ deny contains msg if {
 deny contains msg if {
 	not cfg
 	msg := sprintf("no promotion policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	some msg in config_problems
 }
 
 deny contains msg if {

@@ -154,3 +154,22 @@ test_rollback_still_needs_approvals_and_verification if {
 	some m2 in d.deny
 	contains(m2, "is revoked")
 }
+
+test_stage_data_checked_for_every_stage if {
+	patched := object.union(data.data, {"dev": {"promotion": {"stages": {"prod": {"min_approvals": "2"}}}, "signing": {"allowed_signers": [signer]}}})
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": earlier} with data.data as patched
+	"policy data dev.promotion.stages.prod.min_approvals: expected number, found string" in d.deny
+}
+
+test_promotion_checks_the_signing_data_it_reads if {
+	patched := object.union(data.data, {"dev": {"signing": {"allowed_signers": null}}})
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": earlier} with data.data as patched
+	"policy data dev.signing.allowed_signers is missing" in d.deny
+}
+
+test_mistyped_stage_flag_denied if {
+	patched := object.union(data.data, {"dev": {"promotion": {"allow_stage_skip": "no"}, "signing": {"allowed_signers": [signer]}}})
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": earlier} with data.data as patched
+	not d.allow
+	"policy data dev.promotion.allow_stage_skip: expected boolean, found string" in d.deny
+}

@@ -2,7 +2,14 @@
 # nothing in it can execute code on load, and its provenance attestation is bound to it.
 package mlsec.gates.signing
 
+import data.mlsec.lib.config
+
 cfg := data.data[input.environment].signing
+
+# Every key this policy reads from cfg, with its type (see lib/config.rego).
+config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array"}
+
+config_problems := config.problems(sprintf("%s.signing", [input.environment]), cfg, config_types)
 
 ev := input.evidence
 
@@ -14,6 +21,10 @@ deny contains msg if {
 deny contains msg if {
 	not cfg
 	msg := sprintf("no signing policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	some msg in config_problems
 }
 
 deny contains msg if {

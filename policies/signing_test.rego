@@ -74,3 +74,10 @@ test_attestation_for_other_model_denied if {
 test_attestation_missing_decisions_denied if {
 	denied(object.union(good, {"attestation": {"decision_digests": ["d1"]}}), "attestation records 1 gate decisions but 2 were taken")
 }
+
+test_mistyped_allow_list_denied if {
+	patched := object.union(data.data, {"dev": {"signing": {"allowed_signers": "sha256:abc"}}})
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": two_decisions}
+		with data.data as patched
+	"policy data dev.signing.allowed_signers: expected array, found string" in d.deny
+}

@@ -2,7 +2,15 @@
 # and the run that made it is on record.
 package mlsec.gates.training
 
+import data.mlsec.lib.config
+
 cfg := data.data[input.environment].training
+
+# Every key this policy reads from cfg, with its type (see lib/config.rego).
+config_types := {"min_accuracy": "number", "min_auc": "number", "max_demographic_parity_difference": "number",
+	"require_fairness": "boolean"}
+
+config_problems := config.problems(sprintf("%s.training", [input.environment]), cfg, config_types)
 
 ev := input.evidence
 
@@ -14,6 +22,10 @@ deny contains msg if {
 deny contains msg if {
 	not cfg
 	msg := sprintf("no training policy for environment %q", [input.environment])
+}
+
+deny contains msg if {
+	some msg in config_problems
 }
 
 deny contains msg if {

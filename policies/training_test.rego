@@ -73,3 +73,16 @@ test_prod_is_stricter_than_dev if {
 	decide(ev, "dev", data_allowed).allow
 	not decide(ev, "prod", data_allowed).allow
 }
+
+test_misnamed_threshold_denied if {
+	training := object.remove(data.data.dev.training, ["min_accuracy"])
+	d := decide(object.union(good, {"metrics": {"accuracy": 0.1}}), "dev", data_allowed)
+		with data.data.dev.training as object.union(training, {"min_acuracy": 0.7})
+	not d.allow
+	"policy data dev.training.min_accuracy is missing" in d.deny
+}
+
+test_mistyped_threshold_denied if {
+	d := decide(good, "dev", data_allowed) with data.data.dev.training.require_fairness as "yes"
+	"policy data dev.training.require_fairness: expected boolean, found string" in d.deny
+}

@@ -31,6 +31,29 @@ def test_check_passes_and_names_file_and_line_on_syntax_error(policies: Path, ca
     assert "signing.rego:" in capsys.readouterr().err
 
 
+def test_a_typo_in_policy_data_fails_check_and_bundle(policies: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Rego skips a rule whose threshold is undefined: a misnamed key must not quietly disable a check."""
+    prod = json.loads((policies / "data" / "prod.json").read_text())
+    prod["prod"]["training"]["min_acuracy"] = prod["prod"]["training"].pop("min_accuracy")
+    (policies / "data" / "prod.json").write_text(json.dumps(prod))
+    assert main(["policy", "check", "--policies", str(policies)]) == 1
+    assert "policy data prod.training.min_accuracy is missing" in capsys.readouterr().err
+    assert main(["policy", "bundle", "-o", str(tmp_path / "b.tar.gz"), "--policies", str(policies)]) == 1
+    assert "refusing to build the bundle" in capsys.readouterr().err and not (tmp_path / "b.tar.gz").exists()
+
+
+def test_a_typo_in_policy_data_denies_instead_of_allowing(policies: Path, trained: Trained) -> None:
+    dev = json.loads((policies / "data" / "dev.json").read_text())
+    dev["dev"]["training"]["min_acuracy"] = dev["dev"]["training"].pop("min_accuracy")
+    (policies / "data" / "dev.json").write_text(json.dumps(dev))
+    weak = trained.training_evidence.model_copy(
+        update={"metrics": trained.training_evidence.metrics.model_copy(update={"accuracy": 0.1})})
+    data = evaluate("data", trained.data_evidence, environment="dev", engine=InProcessEngine(policies))
+    d = evaluate("training", weak, environment="dev", engine=InProcessEngine(policies), decisions=[data])
+    assert not d.allow and d.deny == ["policy data dev.training.min_accuracy is missing"]
+
+
 def test_test_command_fails_when_a_rule_is_broken(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "test", "--coverage", "--policies", str(policies)]) == 0
     out = capsys.readouterr().out

@@ -191,16 +191,30 @@ def _policy_eval(args: argparse.Namespace) -> int:
     return 0 if decision.allow else 1
 
 
-def _policy_check(args: argparse.Namespace) -> int:
-    from mlsec.config import policy_dir
+def _policy_errors(root: Path) -> list[str]:
+    """What `policy check` reports: a policy that does not compile, or policy data a gate cannot use."""
     from mlsec.gates.engine import InProcessEngine, PolicyError
+    from mlsec.gates.gate import policy_data_problems
 
     try:
-        InProcessEngine(Path(args.policies) if args.policies else policy_dir(), tests=True).close()
+        engine = InProcessEngine(root, tests=True)
     except PolicyError as e:
-        print(str(e), file=sys.stderr)
+        return [str(e)]
+    try:
+        return policy_data_problems(engine)
+    finally:
+        engine.close()
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+
+    errors = _policy_errors(Path(args.policies) if args.policies else policy_dir())
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
         return 1
-    print("policies OK")
+    print("policies OK: every policy compiles and every environment's data has what its gates read")
     return 0
 
 
@@ -228,8 +242,11 @@ def _policy_bundle(args: argparse.Namespace) -> int:
     from mlsec.gates.bundle import build
     from mlsec.sign.task import code_commit
 
-    digest = build(Path(args.policies) if args.policies else policy_dir(), Path(args.output),
-                   args.revision or code_commit())
+    root = Path(args.policies) if args.policies else policy_dir()
+    if errors := _policy_errors(root):  # a bundle the cluster's OPA would load must pass `policy check`
+        print("\n".join(["refusing to build the bundle:", *errors]), file=sys.stderr)
+        return 1
+    digest = build(root, Path(args.output), args.revision or code_commit())
     print(f"wrote {args.output} (policy sha256 {digest})")
     return 0
 

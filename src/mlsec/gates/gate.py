@@ -12,7 +12,7 @@ from mlsec.digest import canonical_json, sha256_bytes
 from mlsec.evidence import Evidence
 from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
-from mlsec.gates.engine import PolicyEngine, PolicyError, PolicyInput
+from mlsec.gates.engine import InProcessEngine, PolicyEngine, PolicyError, PolicyInput
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.evidence import PromotionEvidence
 from mlsec.serve.evidence import DeploymentEvidence
@@ -104,3 +104,19 @@ def evaluate(
     if audit is not None:
         audit.append(decision)
     return decision
+
+
+def policy_data_problems(engine: InProcessEngine) -> list[str]:
+    """Every gate's verdict on every environment's policy data (a missing or mistyped key), which
+    otherwise shows only as a deny when a run reaches that gate in that environment."""
+    from opa_bindings import OpaUndefinedError
+
+    (bindings,) = engine.opa.eval_query("envs := object.keys(data.data)")
+    problems: list[str] = []
+    for env in sorted(bindings["envs"]):
+        for gate in GATES:
+            try:
+                problems += sorted(engine.opa.eval_document(f"mlsec.gates.{gate}.config_problems", {"environment": env}))
+            except OpaUndefinedError:
+                continue  # no policy data for this gate in this environment: the gate denies that itself
+    return problems
