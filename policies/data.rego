@@ -10,7 +10,7 @@ cfg := data.data[input.environment].data
 config_types := {"min_rows": "number", "max_rows": "number", "max_conflicting_duplicates": "number",
 	"min_label_rate": "number", "max_label_rate": "number"}
 
-config_problems := config.problems(sprintf("%s.data", [input.environment]), cfg, config_types)
+config_problems := config.problems([input.environment, "data"], cfg, config_types)
 
 ev := input.evidence
 

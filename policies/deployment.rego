@@ -9,7 +9,7 @@ cfg := data.data[input.environment].deployment
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
 config_types := {"local_bind_hosts": "array", "require_image_digest": "boolean", "require_network_policy": "boolean"}
 
-config_problems := config.problems(sprintf("%s.deployment", [input.environment]), cfg, config_types)
+config_problems := config.problems([input.environment, "deployment"], cfg, config_types)
 
 ev := input.evidence
 

@@ -20,19 +20,18 @@ stage_types := {"min_accuracy": "number", "min_auc": "number", "min_approvals": 
 signing_types := {"trust_any_signer": "boolean", "allowed_signers": "array"}
 
 config_problems contains msg if {
-	some msg in config.problems(sprintf("%s.promotion", [input.environment]), cfg, config_types)
+	some msg in config.problems([input.environment, "promotion"], cfg, config_types)
 }
 
 config_problems contains msg if {
 	cfg
 	signing := object.get(data.data, [input.environment, "signing"], {})
-	some msg in config.problems(sprintf("%s.signing", [input.environment]), signing, signing_types)
+	some msg in config.problems([input.environment, "signing"], signing, signing_types)
 }
 
 config_problems contains msg if {
 	some s in cfg.stage_order
-	where := sprintf("%s.promotion.stages.%s", [input.environment, s])
-	some msg in config.problems(where, object.get(cfg.stages, s, {}), stage_types)
+	some msg in config.problems([input.environment, "promotion", "stages", s], object.get(cfg.stages, s, {}), stage_types)
 }
 
 deny contains msg if {

@@ -9,7 +9,7 @@ cfg := data.data[input.environment].signing
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
 config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array"}
 
-config_problems := config.problems(sprintf("%s.signing", [input.environment]), cfg, config_types)
+config_problems := config.problems([input.environment, "signing"], cfg, config_types)
 
 ev := input.evidence
 

@@ -10,7 +10,7 @@ cfg := data.data[input.environment].training
 config_types := {"min_accuracy": "number", "min_auc": "number", "max_demographic_parity_difference": "number",
 	"require_fairness": "boolean"}
 
-config_problems := config.problems(sprintf("%s.training", [input.environment]), cfg, config_types)
+config_problems := config.problems([input.environment, "training"], cfg, config_types)
 
 ev := input.evidence
 

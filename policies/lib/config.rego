@@ -3,16 +3,17 @@
 # in a threshold's name would silently switch that check off. Each gate denies on every problem found.
 package mlsec.lib.config
 
-# want: key -> type_name() of its value ("number", "boolean", "array", "object", "string").
+# where: the path of got in the data, as parts (["prod", "training"]); want: key -> type_name() of its
+# value ("number", "boolean", "array", "object", "string"). Messages are built only for problems.
 problems(where, got, want) := {msg |
 	some key, type in want
-	msg := problem(sprintf("%s.%s", [where, key]), type, object.get(got, key, null))
+	value := object.get(got, key, null)
+	type_name(value) != type
+	msg := describe(concat(".", array.concat(where, [key])), type, value)
 }
 
-problem(path, _, null) := sprintf("policy data %s is missing", [path])
+describe(path, _, null) := sprintf("policy data %s is missing", [path])
 
-problem(path, type, value) := msg if {
+describe(path, type, value) := sprintf("policy data %s: expected %s, found %s", [path, type, type_name(value)]) if {
 	value != null
-	type_name(value) != type
-	msg := sprintf("policy data %s: expected %s, found %s", [path, type, type_name(value)])
 }
