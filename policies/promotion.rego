@@ -23,6 +23,8 @@ config_problems contains msg if {
 	some msg in config.problems([input.environment, "promotion"], cfg, config_types)
 }
 
+# The signer allow list is the signing section's; this gate reads it too, so it checks it too (even
+# when the whole section is missing, which signing_cfg alone would leave undefined and unreported).
 config_problems contains msg if {
 	cfg
 	signing := object.get(data.data, [input.environment, "signing"], {})
