@@ -70,7 +70,7 @@ deny contains msg if {
 deny contains msg if {
 	not signing_cfg.trust_any_signer
 	not ev.registry.signer in signing_cfg.allowed_signers
-	msg := sprintf("signer %s is not on the %s allow list", [ev.registry.signer, input.environment])
+	msg := sprintf("signer %s is not on the %s allow list (policies/data/%s.json: signing.allowed_signers)", [ev.registry.signer, input.environment, input.environment])
 }
 
 deny contains msg if {

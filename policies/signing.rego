@@ -40,7 +40,7 @@ deny contains msg if {
 deny contains msg if {
 	not cfg.trust_any_signer
 	not ev.signature.signer in cfg.allowed_signers
-	msg := sprintf("signer %s is not on the %s allow list", [ev.signature.signer, input.environment])
+	msg := sprintf("signer %s is not on the %s allow list (policies/data/%s.json: signing.allowed_signers)", [ev.signature.signer, input.environment, input.environment])
 }
 
 deny contains msg if {
