@@ -333,3 +333,20 @@ def test_promote_task_judges_in_the_pipeline_environment(tmp_path: Path, registr
         task.run(signed.bundle, tmp_path / "train.json", tmp_path / "history.json", "credit", "dev", "alice",
                  tmp_path / "out.json", tmp_path / "release.json", environment="prod")
     assert read_decisions(tmp_path / "out.json")[-1].environment == "prod"
+
+
+def test_local_registry_data_is_locked_while_served_and_released_on_failure(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlsec.registry.seaweed import LocalS3
+
+    def broken(self: LocalS3) -> None:
+        raise TimeoutError("no answer")
+
+    with monkeypatch.context() as m:
+        m.setattr(LocalS3, "_wait_ready", broken)
+        with pytest.raises(TimeoutError):
+            LocalS3(tmp_path).start()
+    with LocalS3(tmp_path) as first:  # the failed start released the data directory
+        with pytest.raises(RuntimeError, match="in use by another mlsec process"):
+            LocalS3(tmp_path).start()
+        assert first._proc is not None and first._proc.poll() is None  # the refused start touched nothing

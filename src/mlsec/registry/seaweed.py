@@ -100,18 +100,23 @@ class LocalS3:
         }
 
     def start(self) -> LocalS3:
+        binary = weed_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
-        (self.data_dir / "weed").mkdir(exist_ok=True)
-        self.credentials = Credentials.load_or_create(self.data_dir / "s3.json")
-        if not self.ports:  # a restart keeps its ports, so clients keep their endpoint
-            self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
-        args = [weed_binary(), "mini", f"-dir={self.data_dir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-admin.ui=false", "-webdav=false", f"-s3.config={self.data_dir / 's3.json'}",
-                *(f"-{flag}={port}" for flag, port in self.ports.items())]
-        self._log = (self.data_dir / "weed.log").open("ab")
-        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready()
+        try:
+            (self.data_dir / "weed").mkdir(exist_ok=True)
+            self.credentials = Credentials.load_or_create(self.data_dir / "s3.json")
+            if not self.ports:  # a restart keeps its ports, so clients keep their endpoint
+                self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
+            args = [binary, "mini", f"-dir={self.data_dir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    "-admin.ui=false", "-webdav=false", f"-s3.config={self.data_dir / 's3.json'}",
+                    *(f"-{flag}={port}" for flag, port in self.ports.items())]
+            self._log = (self.data_dir / "weed.log").open("ab")
+            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # whatever failed, the lock and any half-started server go with it
+            raise
         return self
 
     def _lock(self) -> None:
@@ -138,7 +143,6 @@ class LocalS3:
                 time.sleep(0.2)
                 continue
             return
-        self.stop()
         raise TimeoutError(f"SeaweedFS S3 did not answer on {self.endpoint} within {self.startup_timeout_s}s")
 
     def stop(self) -> None:
