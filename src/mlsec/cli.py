@@ -169,12 +169,12 @@ def _policy_eval(args: argparse.Namespace) -> int:
     try:
         doc = json.loads(Path(args.input).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        print(f"error: evidence {args.input} is not readable JSON: {e}", file=sys.stderr)
+        print(f"mlsec: error: evidence {args.input} is not readable JSON: {e}", file=sys.stderr)
         return 2
     try:
         history = read_decisions(Path(args.decisions)) if args.decisions else []
     except (OSError, json.JSONDecodeError, ValidationError, TypeError) as e:
-        print(f"error: {args.decisions} is not a decisions file (a gate task's `decisions` output): {e}",
+        print(f"mlsec: error: {args.decisions} is not a decisions file (a gate task's `decisions` output): {e}",
               file=sys.stderr)
         return 2
     settings = Settings()
