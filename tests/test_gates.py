@@ -100,7 +100,8 @@ def test_engine_error_denies(trained: Trained) -> None:
     assert not d.allow and d.deny == ["engine exploded"]
 
 
-@pytest.mark.parametrize("value", [None, True, {"allow": "yes"}, {"allow": True, "deny": [1]}, [1, 2]])
+@pytest.mark.parametrize("value", [None, True, {"allow": "yes"}, {"allow": True, "deny": [1]}, [1, 2],
+                                   {"allow": True, "deny": ""}, {"allow": False, "deny": "no"}])
 def test_malformed_decision_denies(trained: Trained, value: object) -> None:
     d = evaluate("data", trained.data_evidence, environment="dev", engine=_Returning(value))
     assert not d.allow and d.deny

@@ -40,6 +40,8 @@ def _check_result(raw: Any) -> tuple[bool, list[str], list[str]]:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("allow"), bool):
         raise PolicyError(f"policy returned a malformed decision: {json.dumps(raw)[:200]}")
     deny, warn = raw.get("deny", []), raw.get("warn", [])
+    if not (isinstance(deny, list) and isinstance(warn, list)):  # Rego sets arrive as JSON arrays
+        raise PolicyError(f"policy returned deny/warn that are not sets: {json.dumps(raw)[:200]}")
     if not all(isinstance(r, str) for r in [*deny, *warn]):
         raise PolicyError("policy returned non-string reasons")
     return raw["allow"], sorted(deny), sorted(warn)
