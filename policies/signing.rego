@@ -7,7 +7,8 @@ import data.mlsec.lib.config
 cfg := data.data[input.environment].signing
 
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
-config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array"}
+config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array",
+	"allowed_extensions": "array"}
 
 config_problems := config.problems([input.environment, "signing"], cfg, config_types)
 
@@ -48,6 +49,18 @@ deny contains msg if {
 	some ext in cfg.unsafe_extensions
 	endswith(lower(f), ext)
 	msg := sprintf("unsafe file %q in the model (%s can run code when loaded)", [f, ext])
+}
+
+# An allow list as well: a pickle renamed to weights.dat passes any list of known-bad extensions.
+deny contains msg if {
+	some f in ev.files
+	not allowed_file(f)
+	msg := sprintf("file %q is not an allowed model file type (%s)", [f, concat(", ", cfg.allowed_extensions)])
+}
+
+allowed_file(f) if {
+	some ext in cfg.allowed_extensions
+	endswith(lower(f), ext)
 }
 
 deny contains msg if {

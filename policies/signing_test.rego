@@ -81,3 +81,7 @@ test_mistyped_allow_list_denied if {
 		with data.data as patched
 	"policy data dev.signing.allowed_signers: expected array, found string" in d.deny
 }
+
+test_unlisted_file_type_denied if {
+	denied(object.union(good, {"files": ["config.json", "model.safetensors", "weights.dat"]}), `file "weights.dat" is not an allowed model file type`)
+}
