@@ -8,7 +8,7 @@ cfg := data.data[input.environment].signing
 
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
 config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array",
-	"allowed_extensions": "array"}
+	"allowed_formats": "array"}
 
 config_problems := config.problems([input.environment, "signing"], cfg, config_types)
 
@@ -51,16 +51,18 @@ deny contains msg if {
 	msg := sprintf("unsafe file %q in the model (%s can run code when loaded)", [f, ext])
 }
 
-# An allow list as well: a pickle renamed to weights.dat passes any list of known-bad extensions.
+# What each file is, as the sign stage read it from its bytes: a pickle renamed weights.dat or
+# config.json is still a pickle, and only formats that cannot run code when loaded are allowed.
 deny contains msg if {
-	some f in ev.files
-	not allowed_file(f)
-	msg := sprintf("file %q is not an allowed model file type (%s)", [f, concat(", ", cfg.allowed_extensions)])
+	some f, format in ev.formats
+	not format in cfg.allowed_formats
+	msg := sprintf("file %q is %s, not an allowed model format (%s)", [f, format, concat(", ", cfg.allowed_formats)])
 }
 
-allowed_file(f) if {
-	some ext in cfg.allowed_extensions
-	endswith(lower(f), ext)
+deny contains msg if {
+	some f in ev.files
+	not ev.formats[f]
+	msg := sprintf("file %q has no format check in the evidence", [f])
 }
 
 deny contains msg if {

@@ -10,6 +10,7 @@ good := {
 	"kind": "mlsec.evidence.signing/v1",
 	"subject": {"name": "credit", "digest": digest},
 	"files": ["config.json", "model.safetensors"],
+	"formats": {"config.json": "json", "model.safetensors": "safetensors"},
 	"signature": {"method": "key", "verified": true, "signer": signer, "signed_digest": digest},
 	"attestation": {"verified": true, "subject_digest": digest, "dataset_digest": "aa", "decision_digests": ["d1", "d2"]},
 }
@@ -82,6 +83,11 @@ test_mistyped_allow_list_denied if {
 	"policy data dev.signing.allowed_signers: expected array, found string" in d.deny
 }
 
-test_unlisted_file_type_denied if {
-	denied(object.union(good, {"files": ["config.json", "model.safetensors", "weights.dat"]}), `file "weights.dat" is not an allowed model file type`)
+test_disguised_pickle_denied if {
+	ev := object.union(good, {"files": ["config.json", "model.safetensors", "weights.dat"], "formats": {"weights.dat": "pickle"}})
+	denied(ev, `file "weights.dat" is pickle, not an allowed model format (safetensors, json)`)
+}
+
+test_file_without_format_check_denied if {
+	denied(object.union(good, {"files": ["config.json", "model.safetensors", "extra.txt"]}), `file "extra.txt" has no format check`)
 }

@@ -93,3 +93,42 @@ def test_model_changed_after_signing_is_denied_by_the_signing_gate(
     assert not d.allow
     assert "model signature did not verify" in d.deny
     assert any("attestation is about" in r for r in d.deny)
+
+
+def _write_formats(d: Path) -> None:
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    (d / "a.json").write_text('{"x": 1}')
+    (d / "null.json").write_text("null")
+    (d / "p.json").write_bytes(pickle.dumps({"x": 1}, protocol=4))
+    torch.save({"w": torch.zeros(2)}, d / "t.pt")
+    save_file({"w": torch.zeros(2)}, str(d / "m.safetensors"))
+    (d / "short.safetensors").write_bytes((10_000).to_bytes(8, "little") + b"{}")  # header longer than the file
+    (d / "empty").write_bytes(b"")
+    (d / "p0").write_bytes(pickle.dumps({"x": 1}, protocol=0))
+
+
+def test_formats_are_read_from_bytes_not_names(tmp_path: Path) -> None:
+    from mlsec.sign.formats import sniff
+
+    _write_formats(tmp_path)
+    assert {f.name: sniff(f) for f in tmp_path.iterdir()} == {
+        "a.json": "json", "null.json": "json", "p.json": "pickle", "t.pt": "zip", "m.safetensors": "safetensors",
+        "short.safetensors": "unknown", "empty": "unknown", "p0": "unknown"}
+
+
+def test_pickle_disguised_as_json_is_denied_by_the_signing_gate(
+        tmp_path: Path, signed: Signed, key_pair: keys.KeyPair, engine: InProcessEngine) -> None:
+    import pickle
+
+    model = Path(shutil.copytree(signed.trained.model_dir, tmp_path / "model"))
+    (model / "tokenizer.json").write_bytes(pickle.dumps({"vocab": ["a"]}, protocol=4))
+    bundle = stage.sign(model, tmp_path / "bundle", key_pair, Materials("d", "a" * 64, {}, "c", "i"), "x")
+    ev = stage.evidence(bundle, "credit", key_pair.public_key)
+    assert ev.signature.verified and ev.formats["tokenizer.json"] == "pickle"  # signed, and still refused
+    d = evaluate("signing", ev, environment="dev", engine=engine, decisions=signed.decisions[:2])
+    assert not d.allow
+    assert 'file "tokenizer.json" is pickle, not an allowed model format (safetensors, json)' in d.deny

@@ -24,5 +24,6 @@ class AttestationCheck(Strict):
 class SigningEvidence(Evidence):
     kind: Literal["mlsec.evidence.signing/v1"] = "mlsec.evidence.signing/v1"
     files: list[str]
+    formats: dict[str, str]  # file -> what its bytes are (mlsec.sign.formats.sniff), not what its name says
     signature: SignatureCheck
     attestation: AttestationCheck

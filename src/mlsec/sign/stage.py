@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlsec.digest import manifest_digest, tree_digest, tree_manifest
 from mlsec.evidence import Subject
-from mlsec.sign import attestation
+from mlsec.sign import attestation, formats
 from mlsec.sign.evidence import AttestationCheck, SignatureCheck, SigningEvidence
 from mlsec.sign.keys import KeyPair
 from mlsec.sign.methods import Signing, Trust, as_signing, as_trust
@@ -110,6 +110,7 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
     return SigningEvidence(
         subject=Subject(name=name, digest=manifest_digest(files)),
         files=sorted(files),
+        formats={f: formats.sniff(model / f) for f in sorted(files)},
         signature=SignatureCheck(method=how.method, verified=signed is not None,
                                  signer=signer, signed_digest=signed or unverified),
         attestation=AttestationCheck(
