@@ -107,6 +107,8 @@ def _write_formats(d: Path) -> None:
     torch.save({"w": torch.zeros(2)}, d / "t.pt")
     save_file({"w": torch.zeros(2)}, str(d / "m.safetensors"))
     (d / "short.safetensors").write_bytes((10_000).to_bytes(8, "little") + b"{}")  # header longer than the file
+    header = b'{"a":1}'.ljust(640)  # a header length whose first bytes read like a pickle's (80 02)
+    (d / "640.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     (d / "empty").write_bytes(b"")
     (d / "p0").write_bytes(pickle.dumps({"x": 1}, protocol=0))
 
@@ -117,7 +119,7 @@ def test_formats_are_read_from_bytes_not_names(tmp_path: Path) -> None:
     _write_formats(tmp_path)
     assert {f.name: sniff(f) for f in tmp_path.iterdir()} == {
         "a.json": "json", "null.json": "json", "p.json": "pickle", "t.pt": "zip", "m.safetensors": "safetensors",
-        "short.safetensors": "unknown", "empty": "unknown", "p0": "unknown"}
+        "short.safetensors": "unknown", "empty": "unknown", "p0": "unknown", "640.safetensors": "safetensors"}
 
 
 def test_pickle_disguised_as_json_is_denied_by_the_signing_gate(

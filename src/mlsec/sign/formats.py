@@ -16,13 +16,15 @@ def sniff(path: Path) -> str:
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
+        # safetensors first: its 8-byte header length can begin like a pickle (640 = 80 02 00 ...), and
+        # the structural check (that many bytes of JSON object) is the stricter one.
+        if len(head) == 8 and 2 <= (n := int.from_bytes(head, "little")) <= min(size - 8, _MAX_HEADER):
+            if isinstance(_parse(f.read(n)), dict):
+                return "safetensors"
         if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
             return "pickle"  # protocol 2+ header; older protocols end up "unknown", which is denied too
         if head[:4] == b"PK\x03\x04":
             return "zip"
-        if len(head) == 8 and 2 <= (n := int.from_bytes(head, "little")) <= min(size - 8, _MAX_HEADER):
-            if isinstance(_parse(f.read(n)), dict):
-                return "safetensors"
     if size <= _MAX_JSON and _parse(path.read_bytes()) is not _INVALID:
         return "json"
     return "unknown"
