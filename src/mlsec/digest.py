@@ -26,6 +26,12 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def canonical_json_object(members: dict[str, bytes]) -> bytes:
+    """canonical_json of an object whose member values are already canonical JSON, without encoding
+    them again (a gate reuses the evidence bytes it hashed as part of the policy input)."""
+    return b"{" + b",".join(canonical_json(k) + b":" + v for k, v in sorted(members.items())) + b"}"
+
+
 def sha256_json(value: Any) -> str:
     return sha256_bytes(canonical_json(value))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlsec.digest import canonical_json, sha256_bytes
+from mlsec.digest import canonical_json, canonical_json_object, sha256_bytes
 from mlsec.evidence import Evidence
 from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
@@ -86,9 +86,8 @@ def evaluate(
             facts = [d.policy_input() for d in decisions]
             policy_input = PolicyInput(
                 {"decisions": facts, "environment": environment, "evidence": doc},
-                # canonical_json of that document, reusing the evidence bytes already hashed
-                b'{"decisions":' + canonical_json(facts) + b',"environment":' + canonical_json(environment)
-                + b',"evidence":' + evidence_json + b"}",
+                canonical_json_object({"decisions": canonical_json(facts), "environment": canonical_json(environment),
+                                       "evidence": evidence_json}),
             )
             try:
                 allow, reasons, warnings = _check_result(engine.decide(gate, policy_input))
