@@ -54,13 +54,19 @@ def real_evidence(work: Path) -> dict[str, tuple[Any, list[Any]]]:
         dataset_digest=data.evidence.subject.digest, metrics=model.evidence.metrics, author="a",
         registry=RegistryCheck(version=digest[:16], files_verified=True, signature_verified=True,
                                attestation_verified=True, signer=keys.fingerprint(pair.public_key), revoked=False))
+    d4 = evaluate("promotion", promo, environment="dev", engine=engine, decisions=[d1, d2, d3])
     deploy = DeploymentEvidence(
         subject=Subject(name="credit", digest=digest),
         release=Release(model="credit", version=digest[:16], stage="prod", target="cluster", namespace="mlsec-serving"),
         objects=release_objects(render_chart("credit", "mlsec-serving", {"image": {"digest": "sha256:" + "ab" * 32}})))
+    cases = {"data": (data.evidence, []), "training": (model.evidence, [d1]), "signing": (sign_ev, [d1, d2]),
+             "promotion": (promo, [d1, d2, d3]), "deployment": (deploy, [d1, d2, d3, d4])}
+    for gate, (ev, earlier) in cases.items():  # measure the path a good run takes: every gate allows
+        decision = evaluate(gate, ev, environment="dev", engine=engine, decisions=earlier)
+        if not decision.allow:
+            sys.exit(f"{gate} gate denies the benchmark's evidence: {decision.deny}")
     engine.close()
-    return {"data": (data.evidence, []), "training": (model.evidence, [d1]), "signing": (sign_ev, [d1, d2]),
-            "promotion": (promo, [d1, d2, d3]), "deployment": (deploy, [d1, d2, d3])}
+    return cases
 
 
 def latencies(engine: PolicyEngine, gate: str, evidence: Any, decisions: list[Any], n: int) -> list[float]:

@@ -1,8 +1,10 @@
-# Deployment gate: judges the exact objects about to be applied (conftest style).
-# Cluster: Pod Security Standard "restricted" and more; local: a loopback-only, verifying server.
+# Deployment gate: judges the exact objects about to be applied (conftest style), for a model the
+# promotion gate allowed. Cluster: Pod Security Standard "restricted" and more; local: a loopback-only,
+# verifying server.
 package mlsec.gates.deployment
 
 import data.mlsec.lib.config
+import data.mlsec.lib.decisions
 
 cfg := data.data[input.environment].deployment
 
@@ -53,6 +55,11 @@ deny contains msg if {
 deny contains msg if {
 	count(ev.objects) == 0
 	msg := "nothing to deploy: the release has no objects"
+}
+
+deny contains msg if {
+	not decisions.allowed("promotion", ev.subject.digest)
+	msg := decisions.missing("promotion", ev.subject.digest)
 }
 
 # --- local target -------------------------------------------------------------------------

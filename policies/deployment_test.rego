@@ -33,8 +33,10 @@ evidence(objects) := {
 	"objects": objects,
 }
 
+promoted := [{"gate": "promotion", "environment": "dev", "allow": true, "subject": "072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed"}]
+
 decide(objects) := d if {
-	d := gate.decision with input as {"environment": "dev", "evidence": evidence(objects), "decisions": []}
+	d := gate.decision with input as {"environment": "dev", "evidence": evidence(objects), "decisions": promoted}
 }
 
 with_pod(patch) := [object.union(deployment, {"spec": {"template": {"spec": patch}}}), netpol]
@@ -132,4 +134,15 @@ test_missing_readiness_probe_warns if {
 test_misnamed_flag_denied if {
 	d := decide([deployment, netpol]) with data.data.dev.deployment as object.remove(data.data.dev.deployment, ["require_network_policy"])
 	"policy data dev.deployment.require_network_policy is missing" in d.deny
+}
+
+test_model_without_allowing_promotion_denied if {
+	d := gate.decision with input as {"environment": "dev", "evidence": evidence([deployment, netpol]), "decisions": []}
+	d.deny == {"no allowing promotion-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed"}
+}
+
+test_promotion_under_another_environment_denied if {
+	d := gate.decision with input as {"environment": "prod", "evidence": evidence([deployment, netpol]), "decisions": promoted}
+	some msg in d.deny
+	contains(msg, "promotion-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not prod")
 }

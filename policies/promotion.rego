@@ -3,6 +3,7 @@
 package mlsec.gates.promotion
 
 import data.mlsec.lib.config
+import data.mlsec.lib.decisions
 
 cfg := data.data[input.environment].promotion
 
@@ -75,8 +76,8 @@ deny contains msg if {
 
 deny contains msg if {
 	some gate in cfg.required_gates
-	not gate_allowed(gate)
-	msg := sprintf("no allowing %s-gate decision for %s", [gate, expected_subject(gate)])
+	not decisions.allowed(gate, expected_subject(gate))
+	msg := decisions.missing(gate, expected_subject(gate))
 }
 
 deny contains msg if {
@@ -114,13 +115,6 @@ deny contains msg if {
 expected_subject("data") := ev.dataset_digest
 
 expected_subject(gate) := ev.subject.digest if gate != "data"
-
-gate_allowed(gate) if {
-	some d in input.decisions
-	d.gate == gate
-	d.allow
-	d.subject == expected_subject(gate)
-}
 
 independent_approvals := {a | some a in ev.approvals; a != ev.author}
 

@@ -26,15 +26,17 @@ good := {
 }
 
 earlier := [
-	{"gate": "data", "allow": true, "subject": dataset},
-	{"gate": "training", "allow": true, "subject": model},
-	{"gate": "signing", "allow": true, "subject": model},
+	{"gate": "data", "environment": "dev", "allow": true, "subject": dataset},
+	{"gate": "training", "environment": "dev", "allow": true, "subject": model},
+	{"gate": "signing", "environment": "dev", "allow": true, "subject": model},
 ]
 
-# Every environment trusts the test signer, so signer rules are tested on their own.
+# Every environment trusts the test signer, so signer rules are tested on their own; the earlier
+# decisions were taken in the environment under test.
 decide(ev, env, decisions) := d if {
 	patched := object.union(data.data, {env: {"signing": {"allowed_signers": [signer]}}})
-	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": decisions}
+	here := [object.union(x, {"environment": env}) | some x in decisions]
+	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": here}
 		with data.data as patched
 }
 
@@ -81,19 +83,19 @@ test_missing_gate_decision_denied if {
 }
 
 test_decision_for_other_model_denied if {
-	other := [earlier[0], earlier[1], {"gate": "signing", "allow": true, "subject": "other"}]
+	other := [earlier[0], earlier[1], {"gate": "signing", "environment": "dev", "allow": true, "subject": "other"}]
 	some msg in decide(good, "dev", other).deny
 	contains(msg, "no allowing signing-gate decision")
 }
 
 test_denied_decision_does_not_count if {
-	denying := [earlier[0], {"gate": "training", "allow": false, "subject": model}, earlier[2]]
+	denying := [earlier[0], {"gate": "training", "environment": "dev", "allow": false, "subject": model}, earlier[2]]
 	some msg in decide(good, "dev", denying).deny
 	contains(msg, "no allowing training-gate decision")
 }
 
 test_data_decision_must_match_dataset if {
-	wrong := [{"gate": "data", "allow": true, "subject": model}, earlier[1], earlier[2]]
+	wrong := [{"gate": "data", "environment": "dev", "allow": true, "subject": model}, earlier[1], earlier[2]]
 	some msg in decide(good, "dev", wrong).deny
 	contains(msg, "no allowing data-gate decision")
 }
@@ -172,4 +174,13 @@ test_mistyped_stage_flag_denied if {
 	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": earlier} with data.data as patched
 	not d.allow
 	"policy data dev.promotion.allow_stage_skip: expected boolean, found string" in d.deny
+}
+
+# A model that passed dev's gates is not a prod model: prod's own thresholds and allow lists never ran.
+test_decisions_under_another_environment_denied if {
+	patched := object.union(data.data, {"prod": {"signing": {"allowed_signers": [signer]}}})
+	d := gate.decision with input as {"environment": "prod", "evidence": good, "decisions": earlier}
+		with data.data as patched
+	some msg in d.deny
+	contains(msg, "the training-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not prod")
 }

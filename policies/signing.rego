@@ -1,8 +1,10 @@
 # Signing gate: the model is signed by a trusted key, the signature covers exactly this model,
-# nothing in it can execute code on load, and its provenance attestation is bound to it.
+# nothing in it can execute code on load, its provenance attestation is bound to it, and it is the model
+# the training gate allowed.
 package mlsec.gates.signing
 
 import data.mlsec.lib.config
+import data.mlsec.lib.decisions
 
 cfg := data.data[input.environment].signing
 
@@ -78,6 +80,11 @@ deny contains msg if {
 deny contains msg if {
 	count(ev.attestation.decision_digests) < count(input.decisions)
 	msg := sprintf("attestation records %d gate decisions but %d were taken", [count(ev.attestation.decision_digests), count(input.decisions)])
+}
+
+deny contains msg if {
+	not decisions.allowed("training", ev.subject.digest)
+	msg := decisions.missing("training", ev.subject.digest)
 }
 
 warn contains msg if {

@@ -15,11 +15,16 @@ good := {
 	"attestation": {"verified": true, "subject_digest": digest, "dataset_digest": "aa", "decision_digests": ["d1", "d2"]},
 }
 
-two_decisions := [{"gate": "data"}, {"gate": "training"}]
+two_decisions := [
+	{"gate": "data", "environment": "dev", "allow": true, "subject": "aa"},
+	{"gate": "training", "environment": "dev", "allow": true, "subject": digest},
+]
 
+# The earlier decisions were taken in the environment under test.
 decide(ev, env, allowed) := d if {
 	patched := object.union(data.data, {env: {"signing": {"allowed_signers": allowed}}})
-	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": two_decisions}
+	here := [object.union(x, {"environment": env}) | some x in two_decisions]
+	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": here}
 		with data.data as patched
 }
 
@@ -90,4 +95,16 @@ test_disguised_pickle_denied if {
 
 test_file_without_format_check_denied if {
 	denied(object.union(good, {"files": ["config.json", "model.safetensors", "extra.txt"]}), `file "extra.txt" has no format check`)
+}
+
+test_model_the_training_gate_did_not_allow_denied if {
+	other := [two_decisions[0], object.union(two_decisions[1], {"subject": "ffff"})]
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": other}
+	"no allowing training-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed" in d.deny
+}
+
+test_training_decision_under_another_environment_denied if {
+	d := gate.decision with input as {"environment": "staging", "evidence": good, "decisions": two_decisions}
+	some msg in d.deny
+	contains(msg, "training-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not staging")
 }

@@ -3,6 +3,7 @@
 package mlsec.gates.training
 
 import data.mlsec.lib.config
+import data.mlsec.lib.decisions
 
 cfg := data.data[input.environment].training
 
@@ -50,15 +51,8 @@ deny contains msg if {
 }
 
 deny contains msg if {
-	not data_gate_allowed
-	msg := sprintf("no allowing data-gate decision for dataset %s", [ev.dataset_digest])
-}
-
-data_gate_allowed if {
-	some d in input.decisions
-	d.gate == "data"
-	d.allow
-	d.subject == ev.dataset_digest
+	not decisions.allowed("data", ev.dataset_digest)
+	msg := decisions.missing("data", ev.dataset_digest)
 }
 
 warn contains msg if {

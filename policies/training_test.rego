@@ -14,10 +14,12 @@ good := {
 	"run": {"device": "cpu", "epochs": 30, "seed": 0, "torch_version": "2.13.0", "mlsec_version": "0.1.0", "duration_s": 3},
 }
 
-data_allowed := [{"gate": "data", "allow": true, "subject": dataset}]
+data_allowed := [{"gate": "data", "environment": "dev", "allow": true, "subject": dataset}]
 
+# The earlier decisions were taken in the environment under test.
 decide(ev, env, decisions) := d if {
-	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": decisions}
+	here := [object.union(x, {"environment": env}) | some x in decisions]
+	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": here}
 }
 
 denied(ev, fragment) if {
@@ -85,4 +87,9 @@ test_misnamed_threshold_denied if {
 test_mistyped_threshold_denied if {
 	d := decide(good, "dev", data_allowed) with data.data.dev.training.require_fairness as "yes"
 	"policy data dev.training.require_fairness: expected boolean, found string" in d.deny
+}
+
+test_data_decision_under_another_environment_denied if {
+	d := gate.decision with input as {"environment": "prod", "evidence": good, "decisions": data_allowed}
+	"the data-gate decision for d0378d3f5b3c89ad6b648593024747f712f529fcc1ef43846784547cdf2499d6 was taken under the dev policy, not prod: run that gate again under prod" in d.deny
 }

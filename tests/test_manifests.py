@@ -15,6 +15,7 @@ import yaml
 
 from mlsec.config import chart_dir
 from mlsec.gates.engine import InProcessEngine
+from mlsec.gates.decision import Decision
 from mlsec.gates.gate import evaluate
 from mlsec.serve.deploy import render_chart
 
@@ -49,6 +50,14 @@ def _evidence(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
             "objects": objects}
 
 
+def _deploy(engine: InProcessEngine, objects: list[dict[str, Any]], namespace: str = "mlsec-serving") -> Decision:
+    """The prod deployment gate on these objects, for a model whose promotion was allowed."""
+    promoted = Decision(gate="promotion", environment="prod", allow=True, deny=[], subject="ab" * 32,
+                        evidence_sha256=None, policy_sha256=engine.policy_sha256, engine=engine.name)
+    return evaluate("deployment", _evidence(objects, namespace), environment="prod", engine=engine,
+                    decisions=[promoted])
+
+
 def _sources() -> list[tuple[str, Any]]:
     return [("manifests", _plain), *((v, lambda v=v: _render(v)) for v in VALUES)]
 
@@ -64,7 +73,7 @@ def test_objects_are_schema_valid(name: str, source, version: str) -> None:  # t
 @pytest.mark.parametrize("values_file", VALUES)
 def test_every_values_file_passes_the_deployment_policy(engine: InProcessEngine, values_file: str) -> None:
     objects = [o for o in _render(values_file) if o["metadata"].get("namespace", "mlsec-serving") == "mlsec-serving"]
-    d = evaluate("deployment", _evidence(objects, "mlsec-serving"), environment="prod", engine=engine)
+    d = _deploy(engine, objects)
     assert d.allow, d.deny
 
 
@@ -106,14 +115,14 @@ def test_chart_renders_hardened_objects(engine: InProcessEngine) -> None:
     objects = _chart()
     assert {o["kind"] for o in objects} >= {"Deployment", "NetworkPolicy", "Service", "ServiceAccount"}
     assert {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"} == {"credit-prod-server", "credit-prod-opa"}
-    d = evaluate("deployment", _evidence(objects, "mlsec-serving"), environment="prod", engine=engine)
+    d = _deploy(engine, objects)
     assert d.allow, d.deny
 
 
 @pytest.mark.parametrize("namespace", ["mlsec-system"])
 def test_plain_manifests_pass_the_deployment_policy(engine: InProcessEngine, namespace: str) -> None:
     objects = [o for o in _plain() if o["metadata"].get("namespace") == namespace]
-    d = evaluate("deployment", _evidence(objects, namespace), environment="prod", engine=engine)
+    d = _deploy(engine, objects, namespace)
     assert d.allow, d.deny
 
 
@@ -128,7 +137,7 @@ def test_a_weakened_chart_is_denied(engine: InProcessEngine) -> None:
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     objects = [o for o in objects if o["kind"] != "NetworkPolicy"]
-    d = evaluate("deployment", _evidence(objects, "mlsec-serving"), environment="prod", engine=engine)
+    d = _deploy(engine, objects)
     assert not d.allow
     assert any("readOnlyRootFilesystem" in r for r in d.deny) and any("NetworkPolicy" in r for r in d.deny)
 
@@ -145,5 +154,5 @@ def test_release_applies_only_what_the_deployer_role_may_patch(engine: InProcess
     assert all(r["verbs"] == ["get", "patch"] for r in role["rules"])  # no create, delete, list or wildcard
     plural = {"Deployment": "deployments", "InferenceService": "inferenceservices", "NetworkPolicy": "networkpolicies"}
     assert {(plural[o["kind"]], o["metadata"]["name"]) for o in release} == allowed
-    d = evaluate("deployment", _evidence(release, "mlsec-serving"), environment="prod", engine=engine)
+    d = _deploy(engine, release)
     assert d.allow, d.deny
