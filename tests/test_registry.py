@@ -54,6 +54,19 @@ def test_skipping_a_stage_is_denied_and_alias_untouched(registry: Registry, sign
     assert registry.alias("credit", "prod") is None
 
 
+def test_dev_decisions_do_not_promote_under_another_environments_policy(registry: Registry, signed: Signed,
+                                                                     key_pair: keys.KeyPair,
+                                                                     engine: InProcessEngine) -> None:
+    """The registry keeps the decisions of the (dev) run that registered the version; staging's gate judges
+    them and refuses, because staging's own data, training and signing rules never ran on this model."""
+    version = _register(registry, signed, key_pair)
+    d = _promote(registry, version, "dev", key_pair, engine, env="staging")
+    assert not d.allow
+    assert any(r.startswith("the training-gate decision for ") and "taken under the dev policy, not staging" in r
+               for r in d.deny), d.deny
+    assert registry.alias("credit", "dev") is None
+
+
 def test_objects_are_encrypted_and_locked(registry: Registry, signed: Signed, key_pair: keys.KeyPair) -> None:
     version = _register(registry, signed, key_pair)
     key = f"models/credit/{version}/model/model.safetensors"
