@@ -1,6 +1,8 @@
 """Decision latency per gate, in-process and over HTTP (OPA Data API), in one run: p50/p99.
 
-Targets (issue 3): p99 <= 1 ms in-process, <= 5 ms over HTTP on the 2-core dev machine.
+Targets (issue 3): p99 <= 1 ms in-process, <= 5 ms over HTTP on the 2-core dev machine, for the whole gate
+(evidence schema check, canonical JSON and hashing, policy evaluation, decision record); the engine's own
+share of the in-process latency is printed beside it. Every gate's evidence is from a real run and allowed.
 Runs with the Go runtime settings the pipeline uses (GO_RUNTIME_ENV); set GOGC=100 to see the default.
 The HTTP side uses the test suite's Data API stand-in for `opa run` (same real engine behind it), in its
 own process as the real server would be.
@@ -22,7 +24,7 @@ from typing import Any
 
 from mlsec.config import contract_path, policy_dir, sample_dataset
 from mlsec.evidence import Subject
-from mlsec.gates.engine import HttpEngine, InProcessEngine, PolicyEngine
+from mlsec.gates.engine import HttpEngine, InProcessEngine, PolicyEngine, PolicyInput
 from mlsec.gates.gate import evaluate
 from mlsec.ingest import stage as ingest
 from mlsec.ingest.contract import load_contract
@@ -69,15 +71,35 @@ def real_evidence(work: Path) -> dict[str, tuple[Any, list[Any]]]:
     return cases
 
 
-def latencies(engine: PolicyEngine, gate: str, evidence: Any, decisions: list[Any], n: int) -> list[float]:
+class TimedEngine:
+    """Passes decide() through, recording how long the policy engine alone took (ms): the rest of a gate's
+    latency is its own work (schema check, canonical JSON and hashing, the decision record)."""
+
+    def __init__(self, inner: PolicyEngine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.policy_sha256 = inner.policy_sha256
+        self.ms: list[float] = []
+
+    def decide(self, gate: str, policy_input: PolicyInput) -> Any:
+        t = time.perf_counter()
+        try:
+            return self.inner.decide(gate, policy_input)
+        finally:
+            self.ms.append((time.perf_counter() - t) * 1000)
+
+
+def latencies(engine: PolicyEngine, gate: str, evidence: Any, decisions: list[Any], n: int) -> tuple[list[float], list[float]]:
+    """Gate latency (all of evaluate()) and, within it, the engine's, for n decisions."""
     for _ in range(20):  # warm the prepared-query cache and connections
         evaluate(gate, evidence, environment="dev", engine=engine, decisions=decisions)
+    timed = TimedEngine(engine)
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        evaluate(gate, evidence, environment="dev", engine=engine, decisions=decisions)
+        evaluate(gate, evidence, environment="dev", engine=timed, decisions=decisions)
         out.append((time.perf_counter() - t) * 1000)
-    return out
+    return out, timed.ms
 
 
 def pct(values: list[float], p: float) -> float:
@@ -109,17 +131,18 @@ def main() -> None:
         remote = HttpEngine(server.stdout.readline().strip(), timeout_s=2)
         http_ms = {gate: latencies(remote, gate, ev, ds, args.n // 4) for gate, (ev, ds) in cases.items()}
         server.stdin.close()
-    print(f"{'gate':<11} {'in-process p50':>15} {'p99':>8} {'HTTP p50':>10} {'p99':>8}   (ms, n={args.n})")
+    print(f"{'gate':<11} {'in-process p50':>15} {'p99':>7} {'(engine p50':>12} {'p99)':>6} {'HTTP p50':>9} {'p99':>7}"
+          f"   (ms, n={args.n})")
     worst = {"in-process": 0.0, "http": 0.0}
     for gate in cases:
-        a, b = local_ms[gate], http_ms[gate]
+        (a, engine), (b, _) = local_ms[gate], http_ms[gate]
         worst["in-process"] = max(worst["in-process"], pct(a, 99))
         worst["http"] = max(worst["http"], pct(b, 99))
-        print(f"{gate:<11} {pct(a, 50):15.3f} {pct(a, 99):8.3f} {pct(b, 50):10.3f} {pct(b, 99):8.3f}")
+        print(f"{gate:<11} {pct(a, 50):15.3f} {pct(a, 99):7.3f} {pct(engine, 50):12.3f} {pct(engine, 99):6.3f}"
+              f" {pct(b, 50):9.3f} {pct(b, 99):7.3f}")
     print(f"worst p99: in-process {worst['in-process']:.3f} ms (target 1 ms: "
           f"{'met' if worst['in-process'] <= 1 else 'NOT met'}), HTTP {worst['http']:.3f} ms "
           f"(target 5 ms: {'met' if worst['http'] <= 5 else 'NOT met'})")
-
 
 if __name__ == "__main__":
     main()
