@@ -50,7 +50,14 @@ for ns in kubeflow mlsec-serving; do
     --dry-run=client -o yaml | kubectl apply -f -
 done
 
-$VENV/mlsec policy bundle -o "$tmp/bundle.tar.gz"
+# The policy bundle is signed; OPA verifies it with the public key from a Secret, so the identity that
+# rolls out bundles (update on the ConfigMap) cannot change the gates without the policy signing key.
+# A real cluster keeps this key with the platform team, not in a temp dir.
+$VENV/mlsec keys create --dir "$tmp/policy-key"
+kubectl -n mlsec-system create secret generic mlsec-policy-bundle-key \
+  --from-file=policy-bundle.pub="$tmp/policy-key/signing.pub" --dry-run=client -o yaml | kubectl apply -f -
+$VENV/mlsec policy bundle -o "$tmp/bundle.tar.gz" --signing-key "$tmp/policy-key/signing.key"
+$VENV/mlsec policy verify-bundle "$tmp/bundle.tar.gz" --public-key "$tmp/policy-key/signing.pub"
 kubectl -n mlsec-system create configmap mlsec-policy-bundle --from-file=bundle.tar.gz="$tmp/bundle.tar.gz" \
   --dry-run=client -o yaml | kubectl apply -f -
 

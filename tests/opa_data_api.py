@@ -1,7 +1,8 @@
 """Test-only stand-in for `opa run --server --bundle bundle.tar.gz`: OPA's Data API on the same real engine.
 
-There is no `opa` binary on this machine; this lets the HTTP client path be tested for real. Like OPA,
-it loads a bundle built by `mlsec policy bundle` and keeps the bundle's .manifest at
+There is no `opa` binary on this machine; this lets the HTTP client path be tested for real. Like OPA
+started as the cluster starts it (`--bundle --verification-key`), it loads a signed bundle built by
+`mlsec policy bundle --signing-key`, checks its signature first, and keeps the bundle's .manifest at
 data.system.bundles[<bundle path>].manifest, readable through GET /v1/data/system/bundles.
 """
 
@@ -15,8 +16,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mlsec.gates.bundle import build
+from mlsec.gates.bundle import build, verify
 from mlsec.gates.engine import InProcessEngine
+from mlsec.sign import keys
 
 
 class DataApiServer:
@@ -26,12 +28,13 @@ class DataApiServer:
         self._tmp = tempfile.TemporaryDirectory()
         if as_bundle:
             bundle = Path(self._tmp.name) / "bundle.tar.gz"
-            build(policy_root, bundle, "test")
+            pair = keys.create(Path(self._tmp.name) / "policy-key")
+            build(policy_root, bundle, "test", signing_key=pair.private_key)
+            manifest = verify(bundle, pair.public_key)
             root = Path(self._tmp.name) / "loaded"
             with tarfile.open(bundle) as tar:
                 tar.extractall(root, filter="data")
             self.engine = InProcessEngine(root)
-            manifest = json.loads((root / ".manifest").read_text())
             self.engine.opa.add_data({"bundles": {str(bundle): {"manifest": manifest}}}, "system")
         else:
             self.engine = InProcessEngine(policy_root)

@@ -156,3 +156,22 @@ def test_release_applies_only_what_the_deployer_role_may_patch(engine: InProcess
     assert {(plural[o["kind"]], o["metadata"]["name"]) for o in release} == allowed
     d = _deploy(engine, release)
     assert d.allow, d.deny
+
+
+@pytest.mark.parametrize("name", ["manifests", "values.yaml"])
+def test_opa_activates_only_signed_bundles(name: str) -> None:
+    """The cluster's OPA is started so that it refuses a bundle not signed with the policy key, with the
+    algorithm `mlsec policy bundle --signing-key` signs with, and the key mounted where the flag points."""
+    from mlsec.gates.bundle import ALGORITHM
+
+    objects = _plain() if name == "manifests" else _render(name)
+    opa = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("opa"))
+    pod = opa["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    key_flag = next(a for a in args if a.startswith("--verification-key="))
+    assert f"--signing-alg={ALGORITHM}" in args and "--skip-verify" not in args
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    key_path = Path(key_flag.split("=", 1)[1])
+    mount = next(n for n, p in mounts.items() if key_path.parent == Path(p))
+    assert volumes[mount]["secret"]["secretName"] == "mlsec-policy-bundle-key"

@@ -246,8 +246,32 @@ def _policy_bundle(args: argparse.Namespace) -> int:
     if errors := _policy_errors(root):  # a bundle the cluster's OPA would load must pass `policy check`
         print("\n".join(["refusing to build the bundle:", *errors]), file=sys.stderr)
         return 1
-    digest = build(root, Path(args.output), args.revision or code_commit())
+    signing_key = Path(args.signing_key) if args.signing_key else None
+    try:
+        digest = build(root, Path(args.output), args.revision or code_commit(), signing_key=signing_key,
+                       key_id=args.key_id)
+    except ValueError as e:  # an unreadable or wrong-type signing key
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output} (policy sha256 {digest})")
+    if signing_key is None:
+        print("warning: the bundle is unsigned; an OPA started with --verification-key (manifests/opa.yaml, "
+              "the chart) refuses it. Sign it with --signing-key.", file=sys.stderr)
+    return 0
+
+
+def _policy_verify_bundle(args: argparse.Namespace) -> int:
+    from mlsec.gates.bundle import BundleError, verify
+    from mlsec.gates.engine import BUNDLE_DIGEST_KEY
+
+    try:
+        manifest = verify(Path(args.bundle), Path(args.public_key))
+    except (BundleError, ValueError) as e:
+        print(f"REFUSED: {e}", file=sys.stderr)
+        return 1
+    metadata = manifest.get("metadata") or {}
+    print(f"verified {args.bundle}: revision {manifest.get('revision')}, "
+          f"policy sha256 {metadata.get(BUNDLE_DIGEST_KEY)}")
     return 0
 
 
@@ -411,7 +435,13 @@ def parser() -> argparse.ArgumentParser:
     pb.add_argument("-o", "--output", default="bundle.tar.gz")
     pb.add_argument("--revision", help="bundle revision (default: the git commit)")
     pb.add_argument("--policies")
+    pb.add_argument("--signing-key", help="ECDSA P-256 private key (PEM) to sign the bundle with (ES256)")
+    pb.add_argument("--key-id", default="default", help="key id in the signature header (OPA's default: default)")
     pb.set_defaults(func=_policy_bundle)
+    pv = pol.add_parser("verify-bundle", help="check a bundle's signature as OPA's --verification-key does")
+    pv.add_argument("bundle")
+    pv.add_argument("--public-key", required=True)
+    pv.set_defaults(func=_policy_verify_bundle)
 
     reg = sub.add_parser("registry", help="the S3 model registry (MLSEC_S3_* and AWS credentials)")
     rs = reg.add_subparsers(dest="registry_cmd", required=True)

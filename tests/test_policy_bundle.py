@@ -1,0 +1,129 @@
+"""Signed policy bundles: OPA (started with --verification-key, as the cluster starts it) activates only a
+bundle whose every file matches the ES256 signature. `verify` makes OPA's checks; these tests tamper with
+a real signed bundle in each way OPA refuses. (No OPA binary here: OPA's own verifier never ran on them.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import jwt
+import pytest
+
+from mlsec.cli import main
+from mlsec.config import policy_dir
+from mlsec.gates.bundle import SIGNATURES, BundleError, _structured, build, verify
+from mlsec.gates.engine import InProcessEngine
+from mlsec.sign import keys
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, keys.KeyPair]:
+    tmp = tmp_path_factory.mktemp("bundle")
+    pair = keys.create(tmp / "policy-key")
+    out = tmp / "bundle.tar.gz"
+    build(policy_dir(), out, "r1", signing_key=pair.private_key)
+    return out, pair
+
+
+def _files(bundle: Path) -> dict[str, bytes]:
+    with tarfile.open(bundle) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def _rewrite(bundle: Path, out: Path, change: Callable[[dict[str, bytes]], None]) -> Path:
+    files = _files(bundle)
+    change(files)
+    with tarfile.open(out, "w:gz") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return out
+
+
+def test_signed_bundle_verifies_and_names_its_policies(signed: tuple[Path, keys.KeyPair],
+                                                       engine: InProcessEngine) -> None:
+    bundle, pair = signed
+    manifest = verify(bundle, pair.public_key)
+    assert manifest["revision"] == "r1" and manifest["metadata"]["mlsec_policy_sha256"] == engine.policy_sha256
+    token = json.loads(_files(bundle)[SIGNATURES])["signatures"][0]
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    listed = {f["name"] for f in jwt.decode(token, options={"verify_signature": False})["files"]}
+    assert listed == set(_files(bundle)) - {SIGNATURES}  # names as OPA compares them: no leading slash
+
+
+def test_changed_policy_byte_is_refused(signed: tuple[Path, keys.KeyPair], tmp_path: Path) -> None:
+    bundle, pair = signed
+
+    def weaken(files: dict[str, bytes]) -> None:
+        files["deployment.rego"] = files["deployment.rego"].replace(b"runAsNonRoot must be true", b"runAsNonRoot must be truE")
+
+    with pytest.raises(BundleError, match="deployment.rego: digest does not match"):
+        verify(_rewrite(bundle, tmp_path / "b.tar.gz", weaken), pair.public_key)
+
+
+def test_changed_threshold_is_refused_but_reformatted_data_is_not(signed: tuple[Path, keys.KeyPair],
+                                                                  tmp_path: Path) -> None:
+    bundle, pair = signed
+    data = json.loads(_files(bundle)["data/data.json"])
+
+    def reformat(files: dict[str, bytes]) -> None:  # OPA hashes data.json as parsed JSON, not as bytes
+        files["data/data.json"] = json.dumps(data, indent=2).encode()
+
+    verify(_rewrite(bundle, tmp_path / "same.tar.gz", reformat), pair.public_key)
+
+    def lower(files: dict[str, bytes]) -> None:
+        data["prod"]["training"]["min_accuracy"] = 0.1
+        files["data/data.json"] = json.dumps(data).encode()
+
+    with pytest.raises(BundleError, match="data/data.json: digest does not match"):
+        verify(_rewrite(bundle, tmp_path / "lower.tar.gz", lower), pair.public_key)
+
+
+def test_added_and_removed_files_are_refused(signed: tuple[Path, keys.KeyPair], tmp_path: Path) -> None:
+    bundle, pair = signed
+    with pytest.raises(BundleError, match="allow.rego is not covered by the bundle signature"):
+        verify(_rewrite(bundle, tmp_path / "a.tar.gz", lambda f: f.update({"allow.rego": b"package x\n"})),
+               pair.public_key)
+    with pytest.raises(BundleError, match="signed but missing from the bundle: lib/decisions.rego"):
+        verify(_rewrite(bundle, tmp_path / "r.tar.gz", lambda f: f.pop("lib/decisions.rego")), pair.public_key)
+
+
+def test_other_key_and_unsigned_bundles_are_refused(signed: tuple[Path, keys.KeyPair], tmp_path: Path) -> None:
+    bundle, _ = signed
+    other = keys.create(tmp_path / "other")
+    with pytest.raises(BundleError, match="does not verify"):
+        verify(bundle, other.public_key)
+    with pytest.raises(BundleError, match="is not signed"):
+        verify(_rewrite(bundle, tmp_path / "u.tar.gz", lambda f: f.pop(SIGNATURES)), other.public_key)
+    re_signed = json.dumps({"signatures": [jwt.encode({"files": []}, keys.load_private(other.private_key),
+                                                      algorithm="ES256")] * 2}).encode()
+    with pytest.raises(BundleError, match="exactly one JWT"):
+        verify(_rewrite(bundle, tmp_path / "two.tar.gz", lambda f: f.update({SIGNATURES: re_signed})),
+               other.public_key)
+
+
+def test_structured_files_are_encoded_as_opas_hasher_encodes_them() -> None:
+    # Go's encoder (bundle/hash.go encodePrimitive, HTML escaping off): compact, sorted keys, U+2028/U+2029
+    # and control characters escaped, number literals kept as written.
+    value = {"b": [1, 0.1, 1e-05, True, None], "a": "x\u2028y\u2029<&>\n\x01\u00e9"}
+    assert _structured(value) == b'{"a":"x\\u2028y\\u2029<&>\\n\\u0001\xc3\xa9","b":[1,0.1,1e-05,true,null]}'
+
+
+def test_cli_signs_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pair = keys.create(tmp_path / "policy-key")
+    out = tmp_path / "b.tar.gz"
+    assert main(["policy", "bundle", "-o", str(out), "--signing-key", str(pair.private_key)]) == 0
+    assert "unsigned" not in capsys.readouterr().err
+    assert main(["policy", "verify-bundle", str(out), "--public-key", str(pair.public_key)]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert main(["policy", "bundle", "-o", str(out)]) == 0
+    assert "the bundle is unsigned" in capsys.readouterr().err
+    assert main(["policy", "verify-bundle", str(out), "--public-key", str(pair.public_key)]) == 1
+    assert "REFUSED" in capsys.readouterr().err
+    assert main(["policy", "bundle", "-o", str(out), "--signing-key", str(pair.public_key)]) == 2
+    assert "cannot read private key" in capsys.readouterr().err
