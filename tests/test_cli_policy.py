@@ -43,6 +43,27 @@ def test_a_typo_in_policy_data_fails_check_and_bundle(policies: Path, tmp_path: 
     assert "refusing to build the bundle" in capsys.readouterr().err and not (tmp_path / "b.tar.gz").exists()
 
 
+def test_check_finds_a_gate_that_would_deny_every_run(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gate without a policy, an environment without a gate's section: every run would stop there."""
+    (policies / "signing.rego").unlink()
+    (policies / "signing_test.rego").unlink()
+    staging = json.loads((policies / "data" / "staging.json").read_text())
+    del staging["staging"]["deployment"]
+    (policies / "data" / "staging.json").write_text(json.dumps(staging))
+    assert main(["policy", "check", "--policies", str(policies)]) == 1
+    err = capsys.readouterr().err
+    assert "no policy for the signing gate: data.mlsec.gates.signing.decision is undefined" in err
+    assert "policies/data/staging.json has no 'deployment' section" in err
+
+
+def test_check_finds_a_policy_that_does_not_fail_closed(policies: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rego = (policies / "data.rego").read_text()
+    (policies / "data.rego").write_text(rego.replace('decision := {"allow": count(deny) == 0,',
+                                                     'decision := {"allow": count(deny) < 100,'))
+    assert main(["policy", "check", "--policies", str(policies)]) == 1
+    assert "the data policy does not deny an empty evidence document in prod" in capsys.readouterr().err
+
+
 def test_a_typo_in_policy_data_denies_instead_of_allowing(policies: Path, trained: Trained) -> None:
     dev = json.loads((policies / "data" / "dev.json").read_text())
     dev["dev"]["training"]["min_acuracy"] = dev["dev"]["training"].pop("min_accuracy")

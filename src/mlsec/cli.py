@@ -194,14 +194,14 @@ def _policy_eval(args: argparse.Namespace) -> int:
 def _policy_errors(root: Path) -> list[str]:
     """What `policy check` reports: a policy that does not compile, or policy data a gate cannot use."""
     from mlsec.gates.engine import InProcessEngine, PolicyError
-    from mlsec.gates.gate import policy_data_problems
+    from mlsec.gates.gate import policy_problems
 
     try:
         engine = InProcessEngine(root, tests=True)
     except PolicyError as e:
         return [str(e)]
     try:
-        return policy_data_problems(engine)
+        return policy_problems(engine)
     finally:
         engine.close()
 
@@ -214,7 +214,8 @@ def _policy_check(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
     if errors:
         return 1
-    print("policies OK: every policy compiles and every environment's data has what its gates read")
+    print("policies OK: every policy compiles, every gate has one that fails closed, and every "
+          "environment's data has what its gates read")
     return 0
 
 

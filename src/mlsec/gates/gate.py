@@ -107,17 +107,34 @@ def evaluate(
     return decision
 
 
-def policy_data_problems(engine: InProcessEngine) -> list[str]:
-    """Every gate's verdict on every environment's policy data (a missing or mistyped key), which
-    otherwise shows only as a deny when a run reaches that gate in that environment."""
+def policy_problems(engine: InProcessEngine) -> list[str]:
+    """What makes a gate deny every run, found before any run: a gate without a policy, or with one that
+    does not deny an empty evidence document on its own (it must fail closed without the schema check
+    in front of it, e.g. when queried over HTTP); an environment whose policy data lacks a gate's section
+    or a key a gate reads, or has it with the wrong type. Otherwise these show only as denies when a run
+    reaches that gate in that environment."""
     from opa_bindings import OpaUndefinedError
 
-    (bindings,) = engine.opa.eval_query("envs := object.keys(data.data)")
+    (bindings,) = engine.opa.eval_query("sections := {env: object.keys(v) | some env, v in data.data}")
+    sections: dict[str, list[str]] = bindings["sections"]
     problems: list[str] = []
-    for env in sorted(bindings["envs"]):
-        for gate in GATES:
+    for gate in GATES:
+        for env in sorted(sections):
+            empty = {"environment": env, "evidence": {}, "decisions": []}
+            try:
+                decision = engine.opa.eval_document(f"mlsec.gates.{gate}.decision", empty)
+            except OpaUndefinedError:
+                problems.append(f"no policy for the {gate} gate: data.mlsec.gates.{gate}.decision is undefined")
+                break
+            if not isinstance(decision, dict) or decision.get("allow") is not False:
+                problems.append(f"the {gate} policy does not deny an empty evidence document in {env}")
+            if gate not in sections[env]:
+                problems.append(f"policies/data/{env}.json has no {gate!r} section: every {gate} gate in {env} denies")
+                continue
             try:
                 problems += sorted(engine.opa.eval_document(f"mlsec.gates.{gate}.config_problems", {"environment": env}))
             except OpaUndefinedError:
-                continue  # no policy data for this gate in this environment: the gate denies that itself
+                problems.append(f"the {gate} policy defines no config_problems (policies/lib/config.rego): "
+                                f"a misspelt key in its policy data would switch a check off unnoticed")
+                break
     return problems
