@@ -261,6 +261,36 @@ def _policy_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_replay(args: argparse.Namespace) -> int:
+    from mlsec.config import policy_dir
+    from mlsec.gates.engine import InProcessEngine, PolicyError
+    from mlsec.gates.replay import replay_run, runs
+
+    root = Path(args.runs) if args.runs else Settings().home / "runs"
+    try:
+        engine = InProcessEngine(Path(args.policies) if args.policies else policy_dir())
+    except PolicyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        results = [r for run in runs(root) for r in replay_run(run, engine)]
+    finally:
+        engine.close()
+    for r in results:
+        was = r.recorded.result.upper()
+        if r.now is None:
+            print(f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {was} -> ?     evidence not in the run directory")
+        elif r.changed:
+            now = r.now.result.upper()
+            why = "; ".join(r.now.deny) if not r.now.allow else "; ".join(r.recorded.deny)
+            print(f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {was} -> {now}  {why}")
+    changed = sum(r.changed for r in results)
+    missing = sum(r.now is None for r in results)
+    print(f"replayed {len(results)} decisions from {len(runs(root))} runs in {root} under policies "
+          f"{engine.policy_sha256[:12]}: {changed} would change, {missing} without their evidence")
+    return 1 if args.fail_on_change and changed else 0
+
+
 def _policy_verify_bundle(args: argparse.Namespace) -> int:
     from mlsec.gates.bundle import BundleError, verify
     from mlsec.gates.engine import BUNDLE_DIGEST_KEY
@@ -439,6 +469,11 @@ def parser() -> argparse.ArgumentParser:
     pb.add_argument("--signing-key", help="ECDSA P-256 private key (PEM) to sign the bundle with (ES256)")
     pb.add_argument("--key-id", default="default", help="key id in the signature header (OPA's default: default)")
     pb.set_defaults(func=_policy_bundle)
+    pr = pol.add_parser("replay", help="judge the decisions of past local runs again under these policies")
+    pr.add_argument("--runs", help="run directories (default: $MLSEC_HOME/runs)")
+    pr.add_argument("--policies")
+    pr.add_argument("--fail-on-change", action="store_true", help="exit 1 if any decision would change")
+    pr.set_defaults(func=_policy_replay)
     pv = pol.add_parser("verify-bundle", help="check a bundle's signature as OPA's --verification-key does")
     pv.add_argument("bundle")
     pv.add_argument("--public-key", required=True)
