@@ -15,7 +15,7 @@ import pytest
 
 from mlsec.cli import main
 from mlsec.config import policy_dir
-from mlsec.gates.bundle import SIGNATURES, BundleError, _structured, build, verify
+from mlsec.gates.bundle import SIGNATURES, BundleError, _parse, _structured, build, verify
 from mlsec.gates.engine import InProcessEngine
 from mlsec.sign import keys
 
@@ -76,6 +76,13 @@ def test_changed_threshold_is_refused_but_reformatted_data_is_not(signed: tuple[
 
     verify(_rewrite(bundle, tmp_path / "same.tar.gz", reformat), pair.public_key)
 
+    def respell(files: dict[str, bytes]) -> None:  # ...but by its number literals: 0.80 is not 0.8 to OPA
+        assert b'"min_accuracy":0.8,' in files["data/data.json"]
+        files["data/data.json"] = files["data/data.json"].replace(b'"min_accuracy":0.8,', b'"min_accuracy":0.80,', 1)
+
+    with pytest.raises(BundleError, match="data/data.json: digest does not match"):
+        verify(_rewrite(bundle, tmp_path / "respelt.tar.gz", respell), pair.public_key)
+
     def lower(files: dict[str, bytes]) -> None:
         data["prod"]["training"]["min_accuracy"] = 0.1
         files["data/data.json"] = json.dumps(data).encode()
@@ -112,6 +119,7 @@ def test_structured_files_are_encoded_as_opas_hasher_encodes_them() -> None:
     # and control characters escaped, number literals kept as written.
     value = {"b": [1, 0.1, 1e-05, True, None], "a": "x\u2028y\u2029<&>\n\x01\u00e9"}
     assert _structured(value) == b'{"a":"x\\u2028y\\u2029<&>\\n\\u0001\xc3\xa9","b":[1,0.1,1e-05,true,null]}'
+    assert _structured(_parse(b'{"n": [1.50, 10, -0.0e1]}')) == b'{"n":[1.50,10,-0.0e1]}'
 
 
 def test_cli_signs_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,11 +35,33 @@ class BundleError(ValueError):
     """The bundle is not one OPA would activate under the given key."""
 
 
+class _Number(str):
+    """A JSON number as written: OPA re-encodes a parsed data file's numbers by their literal."""
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_encode(str(k))}:{_encode(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_encode(v) for v in value) + "]"
+    if isinstance(value, _Number):
+        return str.__str__(value)
+    if isinstance(value, str):  # Go's encoder also escapes U+2028 and U+2029; Python's does not
+        return json.dumps(value, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return json.dumps(value, allow_nan=False)  # number, boolean, null
+
+
 def _structured(value: Any) -> bytes:
-    """JSON the way OPA's bundle hasher re-encodes it: compact, keys sorted, strings escaped like Go's
-    encoder (which, unlike Python's, also escapes U+2028 and U+2029). Numbers keep their literal."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+    """JSON the way OPA's bundle hasher re-encodes it (bundle/hash.go): compact, keys sorted, strings
+    escaped like Go's encoder with HTML escaping off, numbers by their literal."""
+    return _encode(value).encode()
+
+
+def _parse(payload: bytes) -> Any:
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(payload, parse_int=_Number, parse_float=_Number, parse_constant=no_constant)
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -84,7 +106,7 @@ def build(root: Path, out: Path, revision: str, *, signing_key: Path | None = No
 def _hash(name: str, payload: bytes) -> str:
     if Path(name).name in {".manifest", "data.json"}:  # OPA's structured files: hashed as parsed JSON
         try:
-            payload = _structured(json.loads(payload))
+            payload = _structured(_parse(payload))
         except ValueError as e:
             raise BundleError(f"{name}: not JSON: {e}") from e
     return hashlib.sha256(payload).hexdigest()
