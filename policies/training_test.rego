@@ -91,5 +91,5 @@ test_mistyped_threshold_denied if {
 
 test_data_decision_under_another_environment_denied if {
 	d := gate.decision with input as {"environment": "prod", "evidence": good, "decisions": data_allowed}
-	"the data-gate decision for d0378d3f5b3c89ad6b648593024747f712f529fcc1ef43846784547cdf2499d6 was taken under the dev policy, not prod: run that gate again under prod" in d.deny
+	"the data-gate decision for d0378d3f5b3c89ad6b648593024747f712f529fcc1ef43846784547cdf2499d6 was taken under the dev policy, not prod (a decision counts only in the environment that took it)" in d.deny
 }

@@ -21,5 +21,5 @@ missing(gate, subject) := msg if {
 		d.subject == subject
 	}
 	count(elsewhere) > 0
-	msg := sprintf("the %s-gate decision for %s was taken under the %s policy, not %s: run that gate again under %s", [gate, subject, concat(", ", sort(elsewhere)), input.environment, input.environment])
+	msg := sprintf("the %s-gate decision for %s was taken under the %s policy, not %s (a decision counts only in the environment that took it)", [gate, subject, concat(", ", sort(elsewhere)), input.environment])
 } else := sprintf("no allowing %s-gate decision for %s", [gate, subject])

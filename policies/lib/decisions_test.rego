@@ -29,7 +29,7 @@ test_truthy_allow_does_not_count if {
 test_decision_under_another_environment_does_not_count if {
 	inp := {"environment": "prod", "decisions": [fact("training", true, "m1", "dev"), fact("training", true, "m1", "staging")]}
 	not decisions.allowed("training", "m1") with input as inp
-	decisions.missing("training", "m1") == "the training-gate decision for m1 was taken under the dev, staging policy, not prod: run that gate again under prod" with input as inp
+	decisions.missing("training", "m1") == "the training-gate decision for m1 was taken under the dev, staging policy, not prod (a decision counts only in the environment that took it)" with input as inp
 }
 
 test_no_decisions_at_all if {

@@ -272,8 +272,9 @@ def _policy_replay(args: argparse.Namespace) -> int:
     except PolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    run_dirs = runs(root)
     try:
-        results = [r for run in runs(root) for r in replay_run(run, engine)]
+        results = [r for run in run_dirs for r in replay_run(run, engine)]
     finally:
         engine.close()
     for r in results:
@@ -286,7 +287,7 @@ def _policy_replay(args: argparse.Namespace) -> int:
             print(f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {was} -> {now}  {why}")
     changed = sum(r.changed for r in results)
     missing = sum(r.now is None for r in results)
-    print(f"replayed {len(results)} decisions from {len(runs(root))} runs in {root} under policies "
+    print(f"replayed {len(results)} decisions from {len(run_dirs)} runs in {root} under policies "
           f"{engine.policy_sha256[:12]}: {changed} would change, {missing} without their evidence")
     return 1 if args.fail_on_change and changed else 0
 
