@@ -11,6 +11,7 @@ import pytest
 
 from mlsec.config import policy_dir, sample_dataset
 from mlsec.gates.audit import AuditLog
+from mlsec.gates.engine import InProcessEngine
 from mlsec.runner import RunResult, local_services, run_pipeline
 
 pytestmark = pytest.mark.slow
@@ -37,6 +38,16 @@ def test_good_run_passes_every_gate_and_serves(good_run: RunResult, home: Path) 
     (prediction,) = good_run.prediction["output"]["predictions"]
     assert prediction["label"] in (0, 1) and 0 <= prediction["probability"] <= 1
     assert AuditLog(home / "audit" / "decisions.jsonl").verify() >= 5
+
+
+def test_every_decision_can_be_judged_again_from_the_run(good_run: RunResult, engine: InProcessEngine) -> None:
+    """The run keeps each gate's evidence and history: `mlsec policy replay` reproduces every decision."""
+    from mlsec.gates.replay import replay_run
+
+    assert good_run.run_dir is not None
+    replayed = replay_run(good_run.run_dir, engine)
+    assert [r.recorded.gate for r in replayed] == ["data", "training", "signing", "promotion", "deployment"]
+    assert all(r.now is not None and not r.changed for r in replayed)
 
 
 def test_every_decision_is_about_the_same_model(good_run: RunResult) -> None:

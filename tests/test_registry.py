@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
+from mlsec.digest import sha256_json
 from mlsec.gates.audit import AuditLog
 from mlsec.gates.engine import InProcessEngine
 from mlsec.registry.store import Registry, RegistryError
@@ -344,8 +346,12 @@ def test_promote_task_judges_in_the_pipeline_environment(tmp_path: Path, registr
     write_decisions(tmp_path / "history.json", signed.decisions)
     with pytest.raises(GateDenied, match="is not on the prod allow list"):
         task.run(signed.bundle, tmp_path / "train.json", tmp_path / "history.json", "credit", "dev", "alice",
-                 tmp_path / "out.json", tmp_path / "release.json", environment="prod")
-    assert read_decisions(tmp_path / "out.json")[-1].environment == "prod"
+                 tmp_path / "out.json", tmp_path / "release.json", environment="prod",
+                 promotion_evidence_out=tmp_path / "promotion.json")
+    decision = read_decisions(tmp_path / "out.json")[-1]
+    assert decision.environment == "prod"
+    # The run keeps exactly what the gate judged (so `mlsec policy replay` can judge it again).
+    assert sha256_json(json.loads((tmp_path / "promotion.json").read_text())) == decision.evidence_sha256
 
 
 def test_local_registry_data_is_locked_while_served_and_released_on_failure(tmp_path: Path,

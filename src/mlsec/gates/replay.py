@@ -28,8 +28,7 @@ _MAX_DOC_BYTES = 1 << 20  # evidence and decision files are kilobytes; model wei
 class Replayed:
     run: str
     recorded: Decision
-    now: Decision | None  # None: the evidence it judged is not in the run directory (promotion evidence
-    # is the registry's state when it was taken, built inside the promote task, and not kept)
+    now: Decision | None  # None: the evidence it judged is not in the run directory
 
     @property
     def changed(self) -> bool:

@@ -228,11 +228,12 @@ class Registry:
 
     def promote(self, name: str, version: str, stage: str, *, trust: Trust | Path, engine: PolicyEngine,
                 environment: str, author: str, approvals: Sequence[str] = (),
-                audit: AuditSink | None = None, rollback: bool = False) -> Decision:
+                audit: AuditSink | None = None, rollback: bool = False, evidence_out: Path | None = None) -> Decision:
         """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified.
 
         rollback=True asks to move the stage back to a version it pointed at before; the registry,
         not the caller, establishes whether that is true, and the policy decides what it allows.
+        evidence_out keeps the evidence the gate judged (a pipeline run's record of it).
         """
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
         record, check = self.check(name, version, trust)
@@ -242,6 +243,8 @@ class Registry:
             metrics=record.metrics, registry=check, author=author, approvals=list(approvals),
             rollback=rollback, held_stage_before=before is not None and version in before[0].history,
         )
+        if evidence_out is not None:
+            evidence.write(evidence_out)
         decision = evaluate("promotion", evidence, environment=environment, engine=engine,
                             decisions=record.decisions, audit=audit)
         self.s3.put_object(Bucket=self.bucket, Key=f"{self._prefix(name, version)}decisions/{decision.id}.json",

@@ -26,7 +26,8 @@ def registry_from_env() -> Registry:
 
 
 def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str, stage: str, author: str,
-        decisions_out: Path, release_out: Path, environment: str | None = None) -> None:
+        decisions_out: Path, release_out: Path, environment: str | None = None,
+        promotion_evidence_out: Path | None = None) -> None:
     settings = Settings()
     env = environment or settings.environment  # the same policy environment as the pipeline's other gates
     training = read_evidence(TrainingEvidence, training_evidence)
@@ -37,7 +38,8 @@ def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str,
                           metrics=training.metrics, decisions=history, author=author)
     decision = reg.promote(model_name, record.version, stage, trust=trust,
                            engine=configured_engine(settings),
-                           environment=env, author=author, audit=audit_sinks(settings))
+                           environment=env, author=author, audit=audit_sinks(settings),
+                           evidence_out=promotion_evidence_out)
     write_decisions(decisions_out, [*history, decision])
     print(decision.summary(), flush=True)
     if not decision.allow:
