@@ -56,6 +56,30 @@ def test_signed_bundle_verifies_and_names_its_policies(signed: tuple[Path, keys.
     assert listed == set(_files(bundle)) - {SIGNATURES}  # names as OPA compares them: no leading slash
 
 
+def test_opas_own_builtins_accept_the_signature_and_hashes(signed: tuple[Path, keys.KeyPair],
+                                                         engine: InProcessEngine) -> None:
+    """The real engine's JWT and crypto builtins (the JWS library its bundle verifier uses) check what
+    `opa run --verification-key` checks: the ES256 signature under the policy key, and each file's
+    SHA-256 (.rego as text, .manifest and data.json as OPA re-encodes parsed JSON; json.marshal matches
+    that for these files, which have no <, > or & for Go to escape)."""
+    bundle, pair = signed
+    files = _files(bundle)
+    structured = {n: json.loads(b) for n, b in files.items() if n in {".manifest", "data/data.json"}}
+    assert not any(c in json.dumps(structured) for c in "<>&")
+    (result,) = engine.opa.eval_query(
+        "valid := io.jwt.verify_es256(input.token, input.key); "
+        "[_, payload, _] := io.jwt.decode(input.token); "
+        "listed := {f.name: f.hash | some f in payload.files}; "
+        "texts := {n | some n, text in input.texts; listed[n] == crypto.sha256(text)}; "
+        "docs := {n | some n, doc in input.docs; listed[n] == crypto.sha256(json.marshal(doc))}",
+        {"token": json.loads(files[SIGNATURES])["signatures"][0], "key": pair.public_key.read_text(),
+         "texts": {n: b.decode() for n, b in files.items() if n.endswith(".rego")}, "docs": structured})
+    assert result["valid"] is True
+    assert set(result["texts"]) == {n for n in files if n.endswith(".rego")}
+    assert set(result["docs"]) == {".manifest", "data/data.json"}
+    assert set(result["listed"]) == set(files) - {SIGNATURES}
+
+
 def test_changed_policy_byte_is_refused(signed: tuple[Path, keys.KeyPair], tmp_path: Path) -> None:
     bundle, pair = signed
 
