@@ -116,9 +116,9 @@ def _read(bundle: Path) -> dict[str, bytes]:
     contents: dict[str, bytes] = {}
     try:
         with tarfile.open(bundle) as tar:
-            for member in tar.getmembers():
-                if (f := tar.extractfile(member)) is not None:
-                    contents[member.name.lstrip("/")] = f.read()
+            for member in tar.getmembers():  # OPA reads regular files only, by their name without a leading /
+                if member.isreg() and (f := tar.extractfile(member)) is not None:
+                    contents[member.name.removeprefix("/")] = f.read()
     except (OSError, tarfile.TarError) as e:
         raise BundleError(f"cannot read bundle {bundle}: {e}") from e
     return contents
