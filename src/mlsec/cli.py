@@ -455,7 +455,7 @@ def parser() -> argparse.ArgumentParser:
     pe.add_argument("--decisions", help="earlier gates' decisions (a gate task's `decisions` output)")
     pe.add_argument("--policies")
     pe.set_defaults(func=_policy_eval)
-    pc = pol.add_parser("check", help="parse every policy with the engine")
+    pc = pol.add_parser("check", help="compile every policy; find gates that would deny every run (missing policy or data)")
     pc.add_argument("--policies")
     pc.set_defaults(func=_policy_check)
 
@@ -463,7 +463,7 @@ def parser() -> argparse.ArgumentParser:
     pt.add_argument("--coverage", action="store_true")
     pt.add_argument("--policies")
     pt.set_defaults(func=_policy_test)
-    pb = pol.add_parser("bundle", help="build an OPA bundle for the cluster's OPA server")
+    pb = pol.add_parser("bundle", help="build (and sign) an OPA bundle for the cluster's OPA server")
     pb.add_argument("-o", "--output", default="bundle.tar.gz")
     pb.add_argument("--revision", help="bundle revision (default: the git commit)")
     pb.add_argument("--policies")
