@@ -162,5 +162,6 @@ def main() -> None:
           f"{'met' if worst['in-process'] <= 1 else 'NOT met'}), HTTP {worst['http']:.3f} ms "
           f"(target 5 ms: {'met' if worst['http'] <= 5 else 'NOT met'})")
 
+
 if __name__ == "__main__":
     main()

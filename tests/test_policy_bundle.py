@@ -15,7 +15,7 @@ import pytest
 
 from mlsec.cli import main
 from mlsec.config import policy_dir
-from mlsec.gates.bundle import SIGNATURES, BundleError, _parse, _structured, build, verify
+from mlsec.gates.bundle import SIGNATURES, BundleError, _parse, _read, _structured, build, verify
 from mlsec.gates.engine import InProcessEngine
 from mlsec.sign import keys
 
@@ -29,13 +29,8 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, keys.KeyPair
     return out, pair
 
 
-def _files(bundle: Path) -> dict[str, bytes]:
-    with tarfile.open(bundle) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
-
-
 def _rewrite(bundle: Path, out: Path, change: Callable[[dict[str, bytes]], None]) -> Path:
-    files = _files(bundle)
+    files = _read(bundle)
     change(files)
     with tarfile.open(out, "w:gz") as tar:
         for name, payload in files.items():
@@ -50,10 +45,10 @@ def test_signed_bundle_verifies_and_names_its_policies(signed: tuple[Path, keys.
     bundle, pair = signed
     manifest = verify(bundle, pair.public_key)
     assert manifest["revision"] == "r1" and manifest["metadata"]["mlsec_policy_sha256"] == engine.policy_sha256
-    token = json.loads(_files(bundle)[SIGNATURES])["signatures"][0]
+    token = json.loads(_read(bundle)[SIGNATURES])["signatures"][0]
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
     listed = {f["name"] for f in jwt.decode(token, options={"verify_signature": False})["files"]}
-    assert listed == set(_files(bundle)) - {SIGNATURES}  # names as OPA compares them: no leading slash
+    assert listed == set(_read(bundle)) - {SIGNATURES}  # names as OPA compares them: no leading slash
 
 
 def test_opas_own_builtins_accept_the_signature_and_hashes(signed: tuple[Path, keys.KeyPair],
@@ -63,7 +58,7 @@ def test_opas_own_builtins_accept_the_signature_and_hashes(signed: tuple[Path, k
     SHA-256 (.rego as text, .manifest and data.json as OPA re-encodes parsed JSON; json.marshal matches
     that for these files, which have no <, > or & for Go to escape)."""
     bundle, pair = signed
-    files = _files(bundle)
+    files = _read(bundle)
     structured = {n: json.loads(b) for n, b in files.items() if n in {".manifest", "data/data.json"}}
     assert not any(c in json.dumps(structured) for c in "<>&")
     (result,) = engine.opa.eval_query(
@@ -93,7 +88,7 @@ def test_changed_policy_byte_is_refused(signed: tuple[Path, keys.KeyPair], tmp_p
 def test_changed_threshold_is_refused_but_reformatted_data_is_not(signed: tuple[Path, keys.KeyPair],
                                                                   tmp_path: Path) -> None:
     bundle, pair = signed
-    data = json.loads(_files(bundle)["data/data.json"])
+    data = json.loads(_read(bundle)["data/data.json"])
 
     def reformat(files: dict[str, bytes]) -> None:  # OPA hashes data.json as parsed JSON, not as bytes
         files["data/data.json"] = json.dumps(data, indent=2).encode()

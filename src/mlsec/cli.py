@@ -158,10 +158,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_root(args: argparse.Namespace) -> Path:
+    from mlsec.config import policy_dir
+
+    return Path(args.policies) if args.policies else policy_dir()
+
+
 def _policy_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from mlsec.config import policy_dir
     from mlsec.gates.decision import read_decisions
     from mlsec.gates.engine import PolicyError, default_engine
     from mlsec.gates.gate import evaluate
@@ -179,7 +184,7 @@ def _policy_eval(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     try:
-        engine = default_engine(Path(args.policies) if args.policies else policy_dir(), settings.opa_url,
+        engine = default_engine(_policy_root(args), settings.opa_url,
                                 settings.opa_timeout_s)
     except PolicyError as e:
         print(f"DENY: {e}", file=sys.stderr)
@@ -207,9 +212,8 @@ def _policy_errors(root: Path) -> list[str]:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
-    from mlsec.config import policy_dir
 
-    errors = _policy_errors(Path(args.policies) if args.policies else policy_dir())
+    errors = _policy_errors(_policy_root(args))
     for e in errors:
         print(e, file=sys.stderr)
     if errors:
@@ -220,12 +224,11 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 
 def _policy_test(args: argparse.Namespace) -> int:
-    from mlsec.config import policy_dir
     from mlsec.gates.engine import PolicyError
     from mlsec.gates.rego_tests import run_all
 
     try:
-        results, cov = run_all(Path(args.policies) if args.policies else policy_dir(), coverage=args.coverage)
+        results, cov = run_all(_policy_root(args), coverage=args.coverage)
     except PolicyError as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -239,11 +242,10 @@ def _policy_test(args: argparse.Namespace) -> int:
 
 
 def _policy_bundle(args: argparse.Namespace) -> int:
-    from mlsec.config import policy_dir
     from mlsec.gates.bundle import build
     from mlsec.sign.task import code_commit
 
-    root = Path(args.policies) if args.policies else policy_dir()
+    root = _policy_root(args)
     if errors := _policy_errors(root):  # a bundle the cluster's OPA would load must pass `policy check`
         print("\n".join(["refusing to build the bundle:", *errors]), file=sys.stderr)
         return 1
@@ -262,13 +264,12 @@ def _policy_bundle(args: argparse.Namespace) -> int:
 
 
 def _policy_replay(args: argparse.Namespace) -> int:
-    from mlsec.config import policy_dir
     from mlsec.gates.engine import InProcessEngine, PolicyError
     from mlsec.gates.replay import replay_run, runs
 
     root = Path(args.runs) if args.runs else Settings().home / "runs"
     try:
-        engine = InProcessEngine(Path(args.policies) if args.policies else policy_dir())
+        engine = InProcessEngine(_policy_root(args))
     except PolicyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -278,13 +279,12 @@ def _policy_replay(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     for r in results:
-        was = r.recorded.result.upper()
+        line = f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {r.recorded.result.upper()} -> "
         if r.now is None:
-            print(f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {was} -> ?     evidence not in the run directory")
+            print(line + "?     evidence not in the run directory")
         elif r.changed:
-            now = r.now.result.upper()
             why = "; ".join(r.now.deny) if not r.now.allow else "; ".join(r.recorded.deny)
-            print(f"{r.run}  {r.recorded.gate:<10} {r.recorded.environment:<8} {was} -> {now}  {why}")
+            print(f"{line}{r.now.result.upper()}  {why}")
     changed = sum(r.changed for r in results)
     missing = sum(r.now is None for r in results)
     print(f"replayed {len(results)} decisions from {len(run_dirs)} runs in {root} under policies "

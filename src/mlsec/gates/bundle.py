@@ -70,13 +70,13 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _files(root: Path, revision: str) -> dict[str, bytes]:
+def _files(root: Path, revision: str, digest: str) -> dict[str, bytes]:
     """Every file of the bundle, by its path in the bundle."""
     merged: dict[str, dict[str, object]] = {}
     for f in data_files(root):
         merged.setdefault(data_path(root, f), {}).update(json.loads(f.read_text()))
     manifest = {"revision": revision, "roots": ["mlsec", *sorted(merged)],
-                "metadata": {BUNDLE_DIGEST_KEY: bundle_digest(root)}}
+                "metadata": {BUNDLE_DIGEST_KEY: digest}}
     files = {".manifest": _structured(manifest)}
     files.update({f.relative_to(root).as_posix(): f.read_bytes() for f in policy_files(root)})
     files.update({f"{path.replace('.', '/')}/data.json": _structured(doc) for path, doc in sorted(merged.items())})
@@ -94,13 +94,14 @@ def build(root: Path, out: Path, revision: str, *, signing_key: Path | None = No
           key_id: str = DEFAULT_KEY_ID) -> str:
     """Writes the bundle, signed when signing_key (an ECDSA P-256 PEM) is given; returns the policy
     digest recorded in every decision it will produce."""
-    files = _files(root, revision)
+    digest = bundle_digest(root)
+    files = _files(root, revision, digest)
     if signing_key is not None:
         files[SIGNATURES] = _signatures(files, keys.load_private(signing_key), key_id)
     with tarfile.open(out, "w:gz") as tar:
         for name, payload in files.items():
             _add(tar, name, payload)
-    return json.loads(files[".manifest"])["metadata"][BUNDLE_DIGEST_KEY]
+    return digest
 
 
 def _hash(name: str, payload: bytes) -> str:

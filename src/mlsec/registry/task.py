@@ -24,7 +24,6 @@ def registry_from_env() -> Registry:
     return reg
 
 
-
 def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str, stage: str, author: str,
         decisions_out: Path, release_out: Path, environment: str | None = None,
         promotion_evidence_out: Path | None = None) -> None:
