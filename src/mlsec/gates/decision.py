@@ -28,6 +28,7 @@ class Decision(BaseModel):
     evidence_sha256: str | None
     policy_sha256: str | None
     engine: str
+    stage: str | None = None  # a promotion's target stage: part of what the signed decision vouches for
 
     @property
     def digest(self) -> str:
