@@ -5,7 +5,8 @@ from components._image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def promote(signed: Input[Model], training_evidence: Input[Artifact], decisions: Input[Artifact],
+def promote(signed: Input[Model], training_evidence: Input[Artifact], data_evidence: Input[Artifact],
+            decisions: Input[Artifact],
             model_name: str, stage: str, author: str, environment: str,
             decisions_out: Output[Artifact], release: Output[Artifact], evidence: Output[Artifact]) -> None:
     """Register the signed model in the S3 registry and move the stage alias if the promotion gate allows.
@@ -14,5 +15,5 @@ def promote(signed: Input[Model], training_evidence: Input[Artifact], decisions:
 
     from mlsec.registry.task import run
 
-    run(Path(signed.path), Path(training_evidence.path), Path(decisions.path), model_name, stage, author,
+    run(Path(signed.path), Path(training_evidence.path), Path(data_evidence.path), Path(decisions.path), model_name, stage, author,
         Path(decisions_out.path), Path(release.path), environment or None, Path(evidence.path))

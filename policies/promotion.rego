@@ -14,9 +14,9 @@ ev := input.evidence
 stage := cfg.stages[ev.target_stage]
 
 # Every key this policy reads from its data, with its type (see lib/config.rego).
-config_types := {"stage_order": "array", "required_gates": "array", "allow_stage_skip": "boolean", "stages": "object"}
+config_types := {"stage_order": "array", "required_gates": "array", "allow_stage_skip": "boolean", "stages": "object", "governs": "array"}
 
-stage_types := {"min_accuracy": "number", "min_auc": "number", "min_approvals": "number"}
+stage_types := {"min_accuracy": "number", "min_auc": "number", "min_approvals": "number", "approvers": "object"}
 
 signing_types := {"trust_any_signer": "boolean", "allowed_signers": "array"}
 
@@ -57,6 +57,27 @@ deny contains msg if {
 	msg := sprintf("unknown stage %q (stages: %s)", [ev.target_stage, concat(", ", cfg.stage_order)])
 }
 
+# A stage is judged by the environment that governs it (promotion.governs), never by a laxer one.
+deny contains msg if {
+	cfg
+	not ev.target_stage in cfg.governs
+	msg := sprintf("stage %s is not governed by the %s environment (governed by: %s); promote under its own environment", [ev.target_stage, input.environment, concat(", ", governing_envs)])
+}
+
+governing_envs contains env if {
+	some env, sections in data.data
+	ev.target_stage in object.get(sections, ["promotion", "governs"], [])
+}
+
+governing_envs contains "none" if {
+	not any_governs
+}
+
+any_governs if {
+	some sections in data.data
+	ev.target_stage in object.get(sections, ["promotion", "governs"], [])
+}
+
 deny contains msg if {
 	ev.registry.revoked
 	msg := sprintf("version %s is revoked", [ev.registry.version])
@@ -66,6 +87,17 @@ deny contains msg if {
 	some check in ["files_verified", "signature_verified", "attestation_verified"]
 	not ev.registry[check]
 	msg := sprintf("registry copy of version %s failed %s", [ev.registry.version, check])
+}
+
+# The manifest is a cache anyone with write access can replace; the signed records decide.
+deny contains msg if {
+	some field in ev.registry.cache_mismatches
+	msg := sprintf("registry manifest field %q of version %s disagrees with the signed records", [field, ev.registry.version])
+}
+
+deny contains msg if {
+	not ev.registry.evidence_verified
+	msg := sprintf("the training evidence of version %s is not the one a signed training decision judged", [ev.registry.version])
 }
 
 deny contains msg if {
@@ -92,7 +124,7 @@ deny contains msg if {
 
 deny contains msg if {
 	count(independent_approvals) < stage.min_approvals
-	msg := sprintf("%s needs %d approvals from people other than the author %q, has %d", [ev.target_stage, stage.min_approvals, ev.author, count(independent_approvals)])
+	msg := sprintf("%s needs %d signed approvals from its approvers other than the promoter %q, has %d", [ev.target_stage, stage.min_approvals, ev.author, count(independent_approvals)])
 }
 
 deny contains msg if {
@@ -116,7 +148,17 @@ expected_subject("data") := ev.dataset_digest
 
 expected_subject(gate) := ev.subject.digest if gate != "data"
 
-independent_approvals := {a | some a in ev.approvals; a != ev.author}
+# An approval counts once per person, only when signed by a key policy data lists for that person on this
+# stage, and never from the promoter. Identities arrive normalised (NFKC, case-folded); lower() again here
+# so a policy file's spelling of a name cannot open a gap.
+independent_approvals := {id |
+	some a in ev.approvals
+	id := lower(trim_space(a.identity))
+	some approver, keys in object.get(stage, "approvers", {})
+	lower(trim_space(approver)) == id
+	a.key in keys
+	id != lower(trim_space(ev.author))
+}
 
 warn contains msg if {
 	ev.rollback

@@ -18,6 +18,7 @@ good := {
 	"registry": {
 		"version": "072d48ebb4b5068b", "files_verified": true, "signature_verified": true,
 		"attestation_verified": true, "signer": signer, "revoked": false,
+		"evidence_verified": true, "cache_mismatches": [],
 	},
 	"author": "alice",
 	"approvals": [],
@@ -31,10 +32,23 @@ earlier := [
 	{"gate": "signing", "environment": "dev", "allow": true, "subject": model},
 ]
 
-# Every environment trusts the test signer, so signer rules are tested on their own; the earlier
-# decisions were taken in the environment under test.
+bob_key := "sha256:b0b0000000000000000000000000000000000000000000000000000000000000"
+
+carol_key := "sha256:ca70000000000000000000000000000000000000000000000000000000000000"
+
+mallory_key := "sha256:4a11000000000000000000000000000000000000000000000000000000000000"
+
+approvers := {"bob@example.com": [bob_key], "Carol@Example.com": [carol_key], "mallory@example.com": [mallory_key]}
+
+bob := {"identity": "bob@example.com", "key": bob_key}
+
+carol := {"identity": "carol@example.com", "key": carol_key}
+
+# Every environment trusts the test signer and lists the test approvers for every stage, so signer and
+# approval rules are tested on their own; the earlier decisions were taken in the environment under test.
 decide(ev, env, decisions) := d if {
-	patched := object.union(data.data, {env: {"signing": {"allowed_signers": [signer]}}})
+	stages := {s: {"approvers": approvers} | some s in ["dev", "staging", "prod"]}
+	patched := object.union(data.data, {env: {"signing": {"allowed_signers": [signer]}, "promotion": {"stages": stages}}})
 	here := [object.union(x, {"environment": env}) | some x in decisions]
 	d := gate.decision with input as {"environment": env, "evidence": ev, "decisions": here}
 		with data.data as patched
@@ -52,7 +66,30 @@ test_first_stage_allowed if {
 }
 
 test_next_stage_allowed_when_previous_holds_version if {
-	decide(object.union(good, {"target_stage": "staging", "current_stages": ["dev"]}), "dev", earlier).allow
+	decide(object.union(good, {"target_stage": "staging", "current_stages": ["dev"]}), "staging", earlier).allow
+}
+
+# Stage and environment are bound: dev's policy (one approval for prod) never judges a prod promotion.
+test_stage_judged_under_another_environment_denied if {
+	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol]})
+	some msg in decide(ev, "dev", earlier).deny
+	msg == "stage prod is not governed by the dev environment (governed by: prod); promote under its own environment"
+}
+
+test_stage_no_environment_governs_denied if {
+	patched := object.union(data.data, {"staging": {"promotion": {"governs": []}}})
+	ev := object.union(good, {"target_stage": "staging", "current_stages": ["dev"]})
+	d := gate.decision with input as {"environment": "staging", "evidence": ev, "decisions": earlier} with data.data as patched
+	"stage staging is not governed by the staging environment (governed by: none); promote under its own environment" in d.deny
+}
+
+test_manifest_disagreeing_with_signed_records_denied_naming_field if {
+	denied(object.union(good, {"registry": {"cache_mismatches": ["metrics", "signer"]}}), `registry manifest field "metrics" of version 072d48ebb4b5068b disagrees`)
+	denied(object.union(good, {"registry": {"cache_mismatches": ["metrics", "signer"]}}), `registry manifest field "signer"`)
+}
+
+test_unverified_training_evidence_denied if {
+	denied(object.union(good, {"registry": {"evidence_verified": false}}), "the training evidence of version 072d48ebb4b5068b is not the one a signed training decision judged")
 }
 
 test_wrong_evidence_kind_denied if denied(object.union(good, {"kind": "x"}), "evidence kind")
@@ -101,49 +138,83 @@ test_data_decision_must_match_dataset if {
 }
 
 test_prod_accuracy_bar if {
-	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": ["bob", "carol"], "metrics": {"accuracy": 0.81}})
+	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol], "metrics": {"accuracy": 0.81}})
 	some msg in decide(ev, "prod", earlier).deny
 	contains(msg, "accuracy 0.810 below prod-stage minimum")
 }
 
 test_prod_auc_bar if {
-	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": ["bob", "carol"], "metrics": {"auc": 0.81}})
+	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol], "metrics": {"auc": 0.81}})
 	some msg in decide(ev, "prod", earlier).deny
 	contains(msg, "AUC 0.810 below prod-stage minimum")
 }
 
+prod_with(approvals, author) := decide(object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": approvals, "author": author}), "prod", earlier)
+
 test_prod_needs_independent_approvals if {
-	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": ["alice", "bob"]})
-	some msg in decide(ev, "prod", earlier).deny
-	contains(msg, `prod needs 2 approvals from people other than the author "alice", has 1`)
+	"prod needs 2 signed approvals from its approvers other than the promoter \"bob@example.com\", has 1" in prod_with([bob, carol], "bob@example.com").deny
 }
 
 test_prod_with_two_independent_approvals_allowed if {
-	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": ["bob", "carol"]})
-	decide(ev, "prod", earlier).allow
+	prod_with([bob, carol], "alice").allow
+}
+
+# One person approving twice, or under another spelling, is one approval.
+test_same_person_twice_counts_once if {
+	bob_again := {"identity": "BOB@example.com ", "key": bob_key}
+	"prod needs 2 signed approvals from its approvers other than the promoter \"alice\", has 1" in prod_with([bob, bob_again], "alice").deny
+}
+
+# The promoter cannot approve their own promotion, whatever the case of their name.
+test_promoter_cannot_approve_under_another_case if {
+	mallory := {"identity": "mallory@example.com", "key": mallory_key}
+	not prod_with([bob, mallory], "MALLORY@example.com").allow
+	prod_with([bob, mallory], "alice").allow
+}
+
+# An approval counts only when its key is the one policy data lists for that person.
+test_approval_with_unlisted_key_does_not_count if {
+	forged := {"identity": "carol@example.com", "key": mallory_key}
+	not prod_with([bob, forged], "alice").allow
+}
+
+test_approval_from_unlisted_person_does_not_count if {
+	stranger := {"identity": "eve@example.com", "key": bob_key}
+	not prod_with([bob, stranger], "alice").allow
+}
+
+test_staging_approval_boundary if {
+	ev := object.union(good, {"target_stage": "staging", "current_stages": ["dev"], "approvals": [bob]})
+	patched := object.union(data.data, {"staging": {"signing": {"allowed_signers": [signer]}, "promotion": {"stages": {"staging": {"approvers": approvers, "min_approvals": 1}}}}})
+	d := gate.decision with input as {"environment": "staging", "evidence": ev, "decisions": [object.union(x, {"environment": "staging"}) | some x in earlier]} with data.data as patched
+	d.allow
+	d0 := gate.decision with input as {"environment": "staging", "evidence": object.union(ev, {"approvals": []}), "decisions": [object.union(x, {"environment": "staging"}) | some x in earlier]} with data.data as patched
+	not d0.allow
 }
 
 test_stage_skip_denied if {
-	denied(object.union(good, {"target_stage": "prod", "approvals": ["bob"]}), "cannot promote to prod: version is not in staging")
+	some msg in decide(object.union(good, {"target_stage": "prod", "approvals": [bob, carol]}), "prod", earlier).deny
+	contains(msg, "cannot promote to prod: version is not in staging")
 }
 
 test_stage_skip_allowed_by_policy_flag_with_warning if {
 	ev := object.union(good, {"target_stage": "staging"})
-	patched := object.union(data.data, {"dev": {"promotion": {"allow_stage_skip": true}, "signing": {"allowed_signers": [signer]}}})
-	d := gate.decision with input as {"environment": "dev", "evidence": ev, "decisions": earlier} with data.data as patched
+	patched := object.union(data.data, {"staging": {"promotion": {"allow_stage_skip": true}, "signing": {"allowed_signers": [signer]}}})
+	here := [object.union(x, {"environment": "staging"}) | some x in earlier]
+	d := gate.decision with input as {"environment": "staging", "evidence": ev, "decisions": here} with data.data as patched
 	d.allow
-	"dev allows skipping stages" in d.warn
+	"staging allows skipping stages" in d.warn
 }
 
 test_rollback_to_a_version_the_stage_ran_is_allowed_with_warning if {
-	ev := object.union(good, {"target_stage": "prod", "approvals": ["bob", "carol"], "rollback": true, "held_stage_before": true})
+	ev := object.union(good, {"target_stage": "prod", "approvals": [bob, carol], "rollback": true, "held_stage_before": true})
 	d := decide(ev, "prod", earlier)
 	d.allow
 	"rollback of prod to version 072d48ebb4b5068b" in d.warn
 }
 
 test_rollback_to_a_version_the_stage_never_ran_is_denied if {
-	ev := object.union(good, {"target_stage": "prod", "approvals": ["bob", "carol"], "rollback": true})
+	ev := object.union(good, {"target_stage": "prod", "approvals": [bob, carol], "rollback": true})
 	some msg in decide(ev, "prod", earlier).deny
 	contains(msg, "cannot roll prod back to version 072d48ebb4b5068b")
 }
@@ -152,7 +223,7 @@ test_rollback_still_needs_approvals_and_verification if {
 	ev := object.union(good, {"target_stage": "prod", "rollback": true, "held_stage_before": true, "registry": {"revoked": true}})
 	d := decide(ev, "prod", earlier)
 	some m1 in d.deny
-	contains(m1, "needs 2 approvals")
+	contains(m1, "needs 2 signed approvals")
 	some m2 in d.deny
 	contains(m2, "is revoked")
 }

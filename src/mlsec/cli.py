@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from mlsec.config import Settings
 
@@ -97,11 +98,14 @@ def _serve(args: argparse.Namespace) -> int:
     if args.bundle:
         bundle = Path(args.bundle)
     else:
+        from mlsec.registry import names
+
         with _registry_access(settings):
-            reg = registry_from_env()
-            version = reg.resolve(args.name, args.ref)
-            bundle = settings.home / "serving" / args.name / version
-            reg.pull(args.name, version, bundle, trust)
+            # Resolved once, inside pull; the directory is named by the model only, never by a record's text.
+            bundle = settings.home / "serving" / names.model(args.name)
+            record = registry_from_env().pull(args.name, args.ref, bundle, trust)
+            args.digest = args.digest or record.model_digest  # the server must load what was verified here
+            print(f"mlsec: pulled {args.name} {record.version}, verified", file=sys.stderr)
     from mlsec.serve.guard import GuardConfig
 
     audit = None if args.audit_log == "-" else Path(args.audit_log or settings.home / "serve" / f"{args.name}-requests.jsonl")
@@ -133,28 +137,36 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    from mlsec.gates.attest import gate_trust
     from mlsec.gates.audit import AuditLog, S3AuditLog
+    from mlsec.gates.transparency import CheckpointStore, Report
+    from mlsec.registry.s3 import client_from_env
 
     settings = Settings()
-    if args.s3:
-        from mlsec.registry.s3 import client_from_env
-
-        if not settings.s3_endpoint:
-            print("mlsec: error: --s3 verifies a cluster's log: set MLSEC_S3_ENDPOINT (and its credentials)",
-                  file=sys.stderr)
-            return 2
-
-        log: AuditLog | S3AuditLog = S3AuditLog(client_from_env(), settings.s3_bucket)
-        where = f"s3://{settings.s3_bucket}/audit"
-    else:
-        log = AuditLog(Path(args.log) if args.log else settings.audit_log)
-        where = str(log.path)
-    try:
-        n = log.verify()
-    except ValueError as e:
-        print(f"audit log INVALID: {e}", file=sys.stderr)
-        return 1
-    print(f"audit log OK: {n} entries, chain intact ({where})")
+    if args.s3 and not settings.s3_endpoint:
+        print("mlsec: error: --s3 verifies a cluster's log: set MLSEC_S3_ENDPOINT (and its credentials)",
+              file=sys.stderr)
+        return 2
+    keys = gate_trust(settings.key_dir).for_env("audit")  # checkpoints count only if signed by these
+    with _registry_access(settings):
+        s3 = client_from_env()
+        if args.s3:
+            log: AuditLog | S3AuditLog = S3AuditLog(s3, settings.s3_bucket, keys=keys, checkpointed=True)
+            where = f"s3://{settings.s3_bucket}/audit"
+        else:
+            log = AuditLog(Path(args.log) if args.log else settings.audit_log, CheckpointStore(s3, settings.s3_bucket),
+                           keys=keys)
+            where = str(log.path)
+        try:
+            report: Report = log.check()
+        except ValueError as e:
+            print(f"audit log INVALID: {e}", file=sys.stderr)
+            return 1
+    print(f"audit log OK: {report.entries} entries, chain intact, consistent with {report.checkpoints} signed "
+          f"checkpoints ({where})")
+    if report.unanchored:
+        print(f"audit log WARNING: entries {report.anchored + 1}..{report.entries} are not covered by a signed "
+              "checkpoint yet (written without S3, or the checkpoint after them failed)", file=sys.stderr)
     return 0
 
 
@@ -316,6 +328,7 @@ def _registry(args: argparse.Namespace) -> int:
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
+    from mlsec.gates.attest import gate_signer
     from mlsec.gates.task import audit_sinks, configured_engine
     from mlsec.registry.task import registry_from_env
     from mlsec.sign.methods import configured_trust
@@ -341,7 +354,7 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
                   f"{'REVOKED ' if r['revoked'] else ''}deployed={where}")
         return 0
     if cmd == "show":
-        version = reg.resolve(args.name, args.ref)
+        version, _ = reg.resolve(args.name, args.ref)
         record = reg.record(args.name, version)
         if record is None:
             print(f"{args.name} {version} not found", file=sys.stderr)
@@ -353,16 +366,26 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     if cmd == "revoke":
-        reg.revoke(args.name, args.version, args.reason, by=args.by or getpass.getuser())
+        env = args.env or settings.environment
+        reg.revoke(args.name, args.version, args.reason, by=args.by or getpass.getuser(),
+                   signer=gate_signer(env, settings.key_dir, create=settings.deploy_target == "local"))
         print(f"revoked {args.name} {args.version}")
+        return 0
+    if cmd == "approve":
+        reg.approve(args.name, args.version, args.stage, args.identity, Path(args.key))
+        print(f"approved {args.name} {args.version} for {args.stage} as {args.identity} (signed)")
         return 0
     trust = configured_trust(settings.key_dir)
     if cmd == "pull":
         record = reg.pull(args.name, args.ref, Path(args.output), trust)
         print(f"pulled {args.name} {record.version} ({record.model_digest}) to {args.output}, verified")
         return 0
-    common = dict(trust=trust, engine=configured_engine(settings), environment=args.env or settings.environment,
-                  author=args.author or getpass.getuser(), approvals=args.approve, audit=audit_sinks(settings))
+    # The stage's governing environment judges, whatever --env says; a different --env is judged (and denied)
+    # under the environment it names, so the mistake is recorded rather than silently corrected.
+    env = args.env or reg.environment_for(args.stage)
+    common: dict[str, Any] = dict(trust=trust, engine=configured_engine(settings), environment=env,
+                  signer=gate_signer(env, settings.key_dir, create=settings.deploy_target == "local"),
+                  author=args.author or getpass.getuser(), audit=audit_sinks(settings))
     if cmd == "promote":
         decision = reg.promote(args.name, args.version, args.stage, **common)
     else:
@@ -442,7 +465,7 @@ def parser() -> argparse.ArgumentParser:
     ak.set_defaults(func=_api_key)
 
     a = sub.add_parser("audit", help="decision audit log").add_subparsers(dest="audit_cmd", required=True)
-    av = a.add_parser("verify", help="check the hash chain")
+    av = a.add_parser("verify", help="check the entries against every signed checkpoint (rewrites, truncation)")
     av.add_argument("--log", help="local log file (default: MLSEC_AUDIT_LOG or .mlsec/audit/decisions.jsonl)")
     av.add_argument("--s3", action="store_true", help="verify the cluster log in the registry bucket instead")
     av.set_defaults(func=_audit_verify)
@@ -498,14 +521,20 @@ def parser() -> argparse.ArgumentParser:
         else:
             rp.add_argument("--to", required=True, metavar="VERSION")
         rp.add_argument("--stage", required=True)
-        rp.add_argument("--approve", action="append", default=[], metavar="PERSON")
-        rp.add_argument("--author")
-        rp.add_argument("--env", default="")
+        rp.add_argument("--author", help="who asks for the promotion (default: your login); never counts as an approver")
+        rp.add_argument("--env", default="", help="policy environment (default: the one governing --stage)")
+    ra = rs.add_parser("approve", help="sign an approval of a version for a stage with your own key")
+    ra.add_argument("name")
+    ra.add_argument("version")
+    ra.add_argument("--stage", required=True)
+    ra.add_argument("--identity", required=True, help="who you are, as the stage's approvers list names you")
+    ra.add_argument("--key", required=True, help="your ECDSA P-256 private key (mlsec keys create --dir ...)")
     rr = rs.add_parser("revoke", help="revoke a version for good: no gate allows it, no server loads it")
     rr.add_argument("name")
     rr.add_argument("version")
     rr.add_argument("--reason", required=True)
     rr.add_argument("--by")
+    rr.add_argument("--env", default="", help="whose gate key signs the revocation (default: MLSEC_ENV or dev)")
     rpl = rs.add_parser("pull", help="download and verify a version")
     rpl.add_argument("name")
     rpl.add_argument("ref", help="version or stage")

@@ -55,6 +55,7 @@ def evaluate(
     engine: PolicyEngine,
     decisions: Sequence[Decision] = (),
     audit: AuditSink | None = None,
+    stage: str | None = None,
 ) -> Decision:
     doc = evidence.model_dump(mode="json") if isinstance(evidence, Evidence) else dict(evidence)
     subject = doc.get("subject", {}).get("digest") if isinstance(doc.get("subject"), Mapping) else None
@@ -65,6 +66,7 @@ def evaluate(
         "evidence_sha256": sha256_bytes(evidence_json),
         "policy_sha256": engine.policy_sha256,
         "engine": engine.name,
+        "stage": stage,
     }
 
     def deny(reasons: list[str], subj: str | None = subject) -> Decision:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlsec.digest import sha256_json
+from mlsec.gates.attest import AttestationError, peek
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine
 from mlsec.gates.gate import evaluate
@@ -45,11 +46,12 @@ def _json_docs(run: Path) -> Iterator[Any]:
 
 
 def _histories(doc: Any) -> list[Decision] | None:
-    if not isinstance(doc, list) or not doc or not all(isinstance(d, dict) and "gate" in d for d in doc):
+    """A gate task's history: signed decisions (read, not verified: replay only asks what policies say)."""
+    if not isinstance(doc, list) or not doc or not all(isinstance(d, dict) and "payload" in d for d in doc):
         return None
     try:
-        return [Decision.model_validate(d) for d in doc]
-    except ValidationError:
+        return [Decision.model_validate(peek(d)["predicate"]["mlsecDecision"]) for d in doc]
+    except (AttestationError, KeyError, TypeError, ValidationError):
         return None
 
 

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 
 from mlsec.config import Settings, policy_dir
+from mlsec.gates.attest import AttestationError, gate_signer, gate_trust, read_history, sign_decision, write_history
 from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
-from mlsec.gates.decision import Decision, read_decisions, write_decisions
+from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine, PolicyError, PolicyInput, default_engine
 from mlsec.gates.gate import evaluate
 
@@ -25,6 +26,8 @@ class _BrokenEngine:
         self.error = error
 
     def decide(self, gate: str, policy_input: PolicyInput) -> object:
+        if isinstance(self.error, AttestationError):
+            raise PolicyError(f"earlier decisions cannot be trusted: {self.error}")
         raise PolicyError(f"policy engine unavailable: {self.error}")
 
 
@@ -37,29 +40,47 @@ def configured_engine(settings: Settings) -> PolicyEngine:
 
 
 def audit_sinks(settings: Settings) -> AuditSink:
-    """The local log always; in a cluster, where every task is its own pod, the shared S3 log too."""
-    sinks: list[AuditSink] = [AuditLog(settings.audit_log)]
-    if settings.deploy_target == "cluster":
-        from mlsec.registry.s3 import client_from_env
+    """The local log always; in a cluster, where every task is its own pod, the shared S3 log too.
+    Wherever S3 is configured (a local run's SeaweedFS, the cluster's bucket) each log also publishes a
+    checkpoint signed with the audit key after every append."""
+    cluster = settings.deploy_target == "cluster"
+    if not (settings.s3_endpoint or cluster):
+        return AuditLogs([AuditLog(settings.audit_log)])
+    from mlsec.gates import attest
+    from mlsec.gates.transparency import CheckpointStore
+    from mlsec.registry.s3 import client_from_env
 
-        sinks.append(S3AuditLog(client_from_env(), settings.s3_bucket))
-    return AuditLogs(sinks)
+    s3 = client_from_env()
+    signer = attest.gate_signer("audit", settings.key_dir, create=settings.deploy_target == "local")
+    trusted = attest.gate_trust(settings.key_dir).for_env("audit")
+    if cluster:  # a pod's own file starts empty in every pod: only the shared log can be checkpointed
+        return AuditLogs([AuditLog(settings.audit_log), S3AuditLog(s3, settings.s3_bucket, signer=signer, keys=trusted)])
+    return AuditLogs([AuditLog(settings.audit_log, CheckpointStore(s3, settings.s3_bucket), signer, trusted)])
 
 
 def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision_file: Path,
              decisions_file: Path, environment: str | None = None) -> str:
+    """Judges one stage's evidence. The history is believed only as far as it verifies: a forged or
+    unsigned earlier decision is itself a recorded deny, and the new decision is signed as a VSA."""
     settings = Settings()
     env = environment or settings.environment
-    history: list[Decision] = read_decisions(history_file) if history_file else []
+    signer = gate_signer(env, settings.key_dir, create=settings.deploy_target == "local")
     try:
         doc = json.loads(evidence_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
         doc = {"unreadable": str(e)}  # fails schema validation below: a deny that says why
-    decision = evaluate(gate, doc, environment=env, engine=configured_engine(settings), decisions=history,
+    try:
+        history = read_history(history_file, gate_trust(settings.key_dir)) if history_file else []
+        engine = configured_engine(settings)
+    except AttestationError as e:
+        engine, history = _BrokenEngine(e), []
+    decision = evaluate(gate, doc, environment=env, engine=engine, decisions=[s.decision for s in history],
                         audit=audit_sinks(settings))
+    name = doc.get("subject", {}).get("name") if isinstance(doc.get("subject"), dict) else None
+    signed = sign_decision(decision, str(name or "unknown"), signer)
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     decision_file.write_text(decision.model_dump_json(indent=2))
-    write_decisions(decisions_file, [*history, decision])
+    write_history(decisions_file, [*history, signed])
     for w in decision.warn:
         log.warning("[%s] warning: %s", gate, w)
     print(decision.summary(), flush=True)

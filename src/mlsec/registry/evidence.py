@@ -17,8 +17,18 @@ class RegistryCheck(Strict):
     files_verified: bool
     signature_verified: bool
     attestation_verified: bool
-    signer: str
+    signer: str  # from the verified model signature
     revoked: bool
+    evidence_verified: bool  # the stored training evidence is what a signed training decision judged
+    cache_mismatches: list[str] = Field(default_factory=list)  # manifest fields the signed records contradict
+
+
+class ApprovalFact(Strict):
+    """An approval whose signature verified, for this model digest and this stage; the policy decides
+    whether its key belongs to someone allowed to approve."""
+
+    identity: str  # normalised: NFKC, case-folded, trimmed
+    key: str  # sha256 fingerprint of the key that signed it
 
 
 class PromotionEvidence(Evidence):
@@ -28,7 +38,7 @@ class PromotionEvidence(Evidence):
     dataset_digest: Sha256
     metrics: Metrics
     registry: RegistryCheck
-    author: str
-    approvals: list[str] = Field(default_factory=list)
+    author: str  # who asks for the promotion (normalised); never counts as an approver
+    approvals: list[ApprovalFact] = Field(default_factory=list)
     rollback: bool = False  # the request: move the stage back to an earlier version
     held_stage_before: bool = False  # registry fact: this stage has pointed at this version before

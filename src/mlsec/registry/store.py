@@ -1,41 +1,56 @@
 """The model registry on S3.
 
-models/<name>/<version>/{model/..., model.sig, provenance.dsse.json}  immutable, locked, encrypted
-models/<name>/<version>/manifest.json    written last: its presence means the upload is complete
-models/<name>/<version>/decisions/<id>.json   promotion decisions taken about this version
-aliases/<name>/<stage>.json              which version a stage points at; moved by conditional write
-revocations/<name>/<version>.json        presence means revoked, forever
+models/<name>/<version>/{model/..., model.sig, provenance.dsse.json}  the signed bundle: locked, encrypted
+models/<name>/<version>/evidence/<gate>.json        what the data and training gates judged (locked)
+models/<name>/<version>/attestations/<id>.dsse.json  gate decisions about this version, as signed VSAs
+models/<name>/<version>/approvals/<stage>/<id>.json  approvals, each signed by its approver
+models/<name>/<version>/manifest.json                cache of the above, written last (upload complete)
+promotions/<name>/<stage>/<id>.dsse.json             signed promotion decisions: where each stage points
+aliases/<name>/<stage>.json                          cache of the newest promotion; moved by conditional write
+revocations/<name>/<version>.json                    signed, COMPLIANCE-locked; any version of it revokes
+
+What the registry relies on is recomputed from bytes or read from a signed record (docs/trust.md). A
+manifest or alias anyone with write access can replace is a cache: a disagreement is reported, never used.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from securesystemslib.signer import CryptoSigner
 
-from mlsec.digest import sha256_bytes, sha256_file, tree_manifest
-from mlsec.evidence import Subject, utcnow
+from mlsec.digest import canonical_json, sha256_bytes, tree_manifest
+from mlsec.evidence import Evidence, Subject, utcnow
+from mlsec.gates.attest import AttestationError, GateTrust, SignedDecision, sign_decision, verify_decision
 from mlsec.gates.audit import AuditSink
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine
-from mlsec.gates.gate import evaluate
-from mlsec.registry.evidence import PromotionEvidence, RegistryCheck
+from mlsec.gates.gate import GATES, evaluate
+from mlsec.registry import fetch, names
+from mlsec.registry.evidence import ApprovalFact, PromotionEvidence, RegistryCheck
+from mlsec.registry.records import (
+    Approval, normalize_identity, revocation_reason, sign_approval, sign_revocation, verify_approval,
+)
 from mlsec.sign import stage as signing
 from mlsec.sign.methods import Trust
-from mlsec.train.evidence import Metrics
+from mlsec.train.evidence import Metrics, TrainingEvidence
 
 log = logging.getLogger(__name__)
 
 SSE = "AES256"
+PROD_STAGE = "prod"
+RECORD_DIRS = ("decisions/", "deployments/", "attestations/", "approvals/")  # beside a version, not part of it
+REJUDGED = ("data", "training", "signing")  # gates a promotion judges again under the stage's environment
 
 
 class RegistryError(RuntimeError):
@@ -43,6 +58,8 @@ class RegistryError(RuntimeError):
 
 
 class VersionRecord(BaseModel):
+    """A cache of what the signed records say; checked against them, never believed on its own."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     version: str
@@ -57,18 +74,25 @@ class VersionRecord(BaseModel):
 
 
 class Alias(BaseModel):
+    """A cache of the newest signed promotion for a stage, and the object a move conditionally replaces."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: str
     model_digest: str
     decision_id: str
     moved_at: datetime
     previous: str | None
-    history: list[str] = []  # every version this stage has pointed at, oldest first
 
 
-PROD_STAGE = "prod"
-# Records kept beside a version that are not part of it (not in its manifest, not locked with it).
-RECORD_DIRS = ("decisions/", "deployments/")
+@dataclass(frozen=True)
+class Verified:
+    """What a version's own bytes and signed records establish."""
+
+    record: VersionRecord  # the manifest cache, for display
+    check: RegistryCheck
+    decisions: list[SignedDecision]  # verified VSAs about this model or its dataset
+    metrics: Metrics  # from the training evidence a signed training decision judged
+    dataset_digest: str  # from the signed provenance
 
 
 @dataclass(frozen=True)
@@ -76,15 +100,31 @@ class Registry:
     s3: Any
     bucket: str
     retention_days: int = 30
+    gates: GateTrust = field(default_factory=GateTrust)  # gate keys per environment
+    stage_envs: Mapping[str, str] = field(default_factory=dict)  # stage -> environment that governs it
 
     # -- bucket --------------------------------------------------------------------------------
-    def ensure_bucket(self) -> None:
+    def ensure_bucket(self, create: bool = True) -> None:
+        """Checks that the bucket keeps versions under object lock; needs read access only.
+
+        create=True is bucket setup (admin credentials, never a run-time identity): a missing bucket is
+        created with object lock. Run-time callers pass create=False and a missing bucket is an error.
+        """
+        if create:
+            try:
+                self.s3.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                if _code(e) not in {"404", "NoSuchBucket", "NotFound"}:
+                    raise
+                # Object lock can only be enabled at creation; it also turns versioning on.
+                self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
         try:
-            self.s3.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            # Object lock can only be enabled at creation; it also turns versioning on.
-            self.s3.create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
-        status = self.s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            status = self.s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except ClientError as e:
+            if _code(e) in {"404", "NoSuchBucket", "NotFound"}:
+                raise RegistryError(f"bucket {self.bucket} does not exist; the bucket setup (admin credentials) "
+                                    "creates it, not a pipeline or server identity") from e
+            raise
         if status != "Enabled":
             raise RegistryError(f"bucket {self.bucket} must have versioning enabled (status: {status})")
         lock = self.s3.get_object_lock_configuration(Bucket=self.bucket)
@@ -95,27 +135,30 @@ class Registry:
     def _retain_until(self) -> datetime:
         return datetime.now(timezone.utc) + timedelta(days=self.retention_days)
 
-    def _put_once(self, key: str, body: bytes) -> None:
-        """Write a key that must never change: conditional create, encrypted, under retention."""
+    def _put_once(self, key: str, body: bytes, mode: str = "GOVERNANCE") -> bool:
+        """Write a key that must never change: conditional create, encrypted, under retention.
+        Returns False when an identical object was already there (an interrupted earlier upload)."""
         try:
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ServerSideEncryption=SSE,
-                ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=self._retain_until(),
+                ObjectLockMode=mode, ObjectLockRetainUntilDate=self._retain_until(),
                 Metadata={"sha256": sha256_bytes(body)},
             )
+            return True
         except ClientError as e:
             if _code(e) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
                 raise
-            # Left by an earlier, interrupted upload: fine if identical, fatal otherwise.
-            head = self.s3.head_object(Bucket=self.bucket, Key=key)
-            if head.get("Metadata", {}).get("sha256") != sha256_bytes(body):
+            got = self._get(key)
+            if got is None or sha256_bytes(got[0]) != sha256_bytes(body):
                 raise RegistryError(f"{key} already exists with different content; versions are immutable") from e
+            return False
 
-    def _get(self, key: str) -> tuple[bytes, str] | None:
+    def _get(self, key: str, version_id: str | None = None) -> tuple[bytes, str] | None:
         try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=key)
+            extra = {"VersionId": version_id} if version_id else {}
+            obj = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
         except ClientError as e:
-            if _code(e) in {"NoSuchKey", "404"}:
+            if _code(e) in {"NoSuchKey", "404", "NoSuchVersion"}:
                 return None
             raise
         return obj["Body"].read(), obj["ETag"]
@@ -126,63 +169,56 @@ class Registry:
             keys += [o["Key"] for o in page.get("Contents", [])]
         return keys
 
+    def _all_versions(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """Every stored version under prefix, newest or not: a delete marker or an overwrite hides nothing."""
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                got = self._get(v["Key"], v["VersionId"])
+                if got is not None:
+                    yield v["Key"], got[0]
+
     @staticmethod
     def _prefix(name: str, version: str) -> str:
-        return f"models/{name}/{version}/"
+        return f"models/{names.model(name)}/{names.version(version)}/"
 
     # -- register ------------------------------------------------------------------------------
-    def register(self, name: str, bundle: Path, trust: Trust | Path, *, dataset_digest: str, metrics: Metrics,
-                 decisions: Sequence[Decision], author: str) -> VersionRecord:
+    def register(self, name: str, bundle: Path, trust: Trust | Path, *, evidence: Mapping[str, Evidence],
+                 decisions: Sequence[SignedDecision], author: str) -> VersionRecord:
+        """Stores the signed bundle, the evidence the data and training gates judged, and their signed
+        decisions. evidence: {"data": DataEvidence, "training": TrainingEvidence}."""
         verified = signing.verify(bundle, trust)  # never store what does not verify
         attested = set(verified.attestation.decision_digests)
         for d in decisions:
-            if d.gate != "signing" and d.digest not in attested:
-                raise RegistryError(f"{d.gate}-gate decision {d.id} is not covered by the signed attestation")
+            verify_decision(d.envelope, self.gates)  # raises unless signed by a trusted gate key
+            if d.decision.gate != "signing" and d.decision.digest not in attested:
+                raise RegistryError(f"{d.decision.gate}-gate decision {d.decision.id} is not covered by the "
+                                    "signed attestation")
+        training = evidence["training"]
+        assert isinstance(training, TrainingEvidence)
         version = verified.model_digest[:16]
         prefix = self._prefix(name, version)
-        existing = self.record(name, version)
-        if existing is not None:
-            if existing.model_digest != verified.model_digest:
-                raise RegistryError(f"version {version} of {name} exists with another digest")
-            return existing
         files = tree_manifest(bundle)
         for i, (rel, _) in enumerate(sorted(files.items()), start=1):
             log.info("registry: upload %s (%d/%d)", rel, i, len(files))
             self._put_once(prefix + rel, (bundle / rel).read_bytes())
+        for gate, ev in evidence.items():
+            self._put_once(f"{prefix}evidence/{gate}.json", canonical_json(ev.model_dump(mode="json")))
+        for d in decisions:
+            self._put_once(f"{prefix}attestations/{d.decision.id}.dsse.json", canonical_json(d.envelope))
         record = VersionRecord(
             name=name, version=version, model_digest=verified.model_digest, files=files,
-            dataset_digest=dataset_digest, metrics=metrics, signer=verified.signer, author=author,
-            created=utcnow(), decisions=list(decisions),
+            dataset_digest=verified.attestation.dataset_digest, metrics=training.metrics, signer=verified.signer,
+            author=author, created=utcnow(), decisions=[d.decision for d in decisions],
         )
-        self._put_once(prefix + "manifest.json", record.model_dump_json(indent=2).encode())
-        return record
+        existing = self.record(name, version)
+        if existing is None:
+            self._put_once(prefix + "manifest.json", record.model_dump_json(indent=2).encode())
+            return record
+        return existing
 
     def record(self, name: str, version: str) -> VersionRecord | None:
         got = self._get(self._prefix(name, version) + "manifest.json")
         return VersionRecord.model_validate_json(got[0]) if got else None
-
-    # -- verify from the registry's own copy ---------------------------------------------------
-    @contextmanager
-    def fetched(self, name: str, version: str,
-                record: VersionRecord | None = None) -> Iterator[tuple[VersionRecord, Path]]:
-        """Downloads a version and checks every stored file against its manifest; extra or missing files fail."""
-        record = record or self._existing(name, version)
-        prefix = self._prefix(name, version)
-        stored = {k.removeprefix(prefix) for k in self._keys(prefix)} - {"manifest.json"}
-        stored = {k for k in stored if not k.startswith(RECORD_DIRS)}
-        if stored != set(record.files):
-            extra, missing = sorted(stored - set(record.files)), sorted(set(record.files) - stored)
-            raise RegistryError(f"{name} {version}: stored files differ from its manifest "
-                                f"(extra: {extra}, missing: {missing})")
-        with tempfile.TemporaryDirectory(prefix="mlsec-pull-") as tmp:
-            root = Path(tmp)
-            for rel, digest in record.files.items():
-                target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(self.bucket, prefix + rel, str(target))
-                if sha256_file(target) != digest:
-                    raise RegistryError(f"{name} {version}: {rel} does not match its recorded digest")
-            yield record, root
 
     def _existing(self, name: str, version: str) -> VersionRecord:
         record = self.record(name, version)
@@ -190,69 +226,231 @@ class Registry:
             raise RegistryError(f"{name} version {version} does not exist (or its upload never completed)")
         return record
 
-    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
-        """What the registry's own copy proves; a version that does not exist is an error, not a fact."""
-        files_ok = sig_ok = att_ok = False
-        record = self._existing(name, version)
+    # -- verify from the registry's own copy ---------------------------------------------------
+    @contextmanager
+    def fetched(self, name: str, version: str) -> Iterator[tuple[Path, list[str]]]:
+        """The signed file set of a version, downloaded into a private directory (removed afterwards)."""
+        root = fetch.private_dir("mlsec-pull-")
         try:
-            with self.fetched(name, version, record) as (_, root):
-                files_ok = True
-                ev = signing.evidence(root, name, trust)  # signature and attestation, each checked once
-                same = ev.subject.digest == record.model_digest
-                sig_ok = same and ev.signature.verified and ev.signature.signed_digest == record.model_digest
-                att_ok = same and ev.attestation.verified and ev.attestation.subject_digest == record.model_digest
-        except RegistryError as e:
-            log.warning("registry: %s %s failed verification: %s", name, version, e)
-        return record, RegistryCheck(
+            try:
+                files = fetch.download(self.s3, self.bucket, self._prefix(name, version), root)
+            except ClientError as e:
+                raise RegistryError(f"{name} {version}: cannot download its signed files ({_code(e)})") from e
+            except fetch.FetchError as e:
+                raise RegistryError(f"{name} {version}: {e}") from e
+            yield root, files
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def signed_decisions(self, name: str, version: str, subjects: set[str]) -> list[SignedDecision]:
+        """Decisions stored beside a version that verify with a trusted gate key and are about one of
+        subjects; anything else there (forged, foreign, unsigned) is ignored."""
+        out = []
+        for key in self._keys(self._prefix(name, version) + "attestations/"):
+            got = self._get(key)
+            try:
+                signed = verify_decision(got[0], self.gates) if got else None
+            except AttestationError as e:
+                log.warning("registry: ignoring %s: %s", key, e)
+                continue
+            if signed is not None and signed.decision.subject in subjects:
+                out.append(signed)
+        return sorted(out, key=lambda s: s.decision.time)
+
+    def _evidence(self, name: str, version: str, gate: str, judged_by: Sequence[SignedDecision]) -> Evidence | None:
+        """The stored evidence of a gate, if a signed decision of that gate judged exactly these bytes."""
+        got = self._get(f"{self._prefix(name, version)}evidence/{gate}.json")
+        if got is None:
+            return None
+        try:
+            ev = GATES[gate].model_validate_json(got[0])
+        except ValidationError:
+            return None
+        digest = sha256_bytes(canonical_json(ev.model_dump(mode="json")))
+        ok = any(s.decision.gate == gate and s.decision.evidence_sha256 == digest and s.decision.subject == ev.subject.digest
+                 for s in judged_by)
+        return ev if ok else None
+
+    def verify_version(self, name: str, version: str, trust: Trust | Path) -> Verified:
+        """Everything a gate may rely on about a version, each fact from bytes or a signed record."""
+        record = self._existing(name, version)
+        files_ok = sig_ok = att_ok = False
+        signer, dataset = "unverified", record.dataset_digest
+        with self.fetched(name, version) as (root, files):
+            files_ok = True
+            try:
+                v = signing.verify(root, trust)
+                sig_ok = att_ok = v.signed_digest == v.model_digest == record.model_digest
+                signer, dataset = v.signer, v.attestation.dataset_digest
+            except ValueError as e:
+                log.warning("registry: %s %s failed verification: %s", name, version, e)
+        decisions = self.signed_decisions(name, version, {record.model_digest, dataset}) if sig_ok else []
+        training = self._evidence(name, version, "training", decisions)
+        metrics = training.metrics if isinstance(training, TrainingEvidence) else record.metrics
+        mismatches = [f for f, ok in (
+            ("files", set(record.files) == set(files)),
+            ("signer", record.signer == signer),
+            ("dataset_digest", record.dataset_digest == dataset),
+            ("metrics", record.metrics == metrics),
+            ("decisions", {d.digest for d in record.decisions} <= {s.decision.digest for s in decisions}),
+        ) if not ok]
+        check = RegistryCheck(
             version=version, files_verified=files_ok, signature_verified=sig_ok, attestation_verified=att_ok,
-            signer=record.signer, revoked=self.is_revoked(name, version),
+            signer=signer, revoked=self.is_revoked(name, version), evidence_verified=training is not None,
+            cache_mismatches=mismatches if sig_ok else [],
         )
+        return Verified(record, check, decisions, metrics, dataset)
+
+    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
+        v = self.verify_version(name, version, trust)
+        return v.record, v.check
 
     # -- stages --------------------------------------------------------------------------------
+    def environment_for(self, stage: str) -> str:
+        if stage not in self.stage_envs:
+            raise RegistryError(f"no environment governs stage {stage!r} (policies/data/*.json: promotion.governs)")
+        return self.stage_envs[stage]
+
     def alias(self, name: str, stage: str) -> tuple[Alias, str] | None:
-        got = self._get(f"aliases/{name}/{stage}.json")
-        return (Alias.model_validate_json(got[0]), got[1]) if got else None
+        got = self._get(f"aliases/{names.model(name)}/{names.stage(stage)}.json")
+        if not got:
+            return None
+        try:
+            return Alias.model_validate_json(got[0]), got[1]
+        except ValidationError as e:
+            raise RegistryError(f"alias {name}:{stage} is malformed: {e.error_count()} errors") from e
+
+    def promotions(self, name: str, stage: str) -> list[SignedDecision]:
+        """Every allowing promotion to stage that verifies, under the environment governing it, oldest
+        first. Read from every object version, so deleting or overwriting one hides nothing."""
+        env = self.environment_for(stage)
+        out = []
+        for key, body in self._all_versions(f"promotions/{names.model(name)}/{names.stage(stage)}/"):
+            try:
+                s = verify_decision(body, self.gates)
+            except AttestationError as e:
+                log.warning("registry: ignoring %s: %s", key, e)
+                continue
+            d = s.decision
+            if (d.gate == "promotion" and d.allow and d.stage == stage and d.environment == env
+                    and s.subject_name == name and d.subject):
+                out.append(s)
+        return sorted({s.decision.id: s for s in out}.values(), key=lambda s: s.decision.time)
+
+    def head(self, name: str, stage: str) -> SignedDecision | None:
+        """The signed promotion a stage follows: the newest one; the alias object must agree with it."""
+        history = self.promotions(name, stage)
+        if not history:
+            return None
+        newest = history[-1]
+        current = self.alias(name, stage)
+        if current is not None:
+            a = current[0]
+            if (a.decision_id, a.model_digest, a.version) != (newest.decision.id, newest.decision.subject,
+                                                                (newest.decision.subject or "")[:16]):
+                raise RegistryError(
+                    f"alias {name}:{stage} names version {a.version} (decision {a.decision_id}) but the newest signed "
+                    f"promotion to {stage} is version {(newest.decision.subject or '')[:16]} (decision "
+                    f"{newest.decision.id}): the alias was rewritten or replayed; refusing it")
+        return newest
 
     def stages(self, name: str) -> dict[str, str]:
-        """stage -> the version its alias points at now."""
+        """stage -> the version its newest signed promotion points at."""
         out = {}
-        for key in self._keys(f"aliases/{name}/"):
-            stage = key.rsplit("/", 1)[-1].removesuffix(".json")
-            current = self.alias(name, stage)
-            if current:
-                out[stage] = current[0].version
+        for stage in self.stage_envs:
+            try:
+                h = self.head(name, stage)
+            except RegistryError as e:
+                log.warning("registry: %s", e)
+                continue
+            if h is not None and h.decision.subject:
+                out[stage] = h.decision.subject[:16]
         return out
 
     def stages_of(self, name: str, version: str) -> list[str]:
         return sorted(stage for stage, v in self.stages(name).items() if v == version)
 
+    def _rejudge(self, name: str, version: str, v: Verified, root_trust: Trust | Path, environment: str,
+                 engine: PolicyEngine, signer: CryptoSigner, audit: AuditSink | None) -> list[SignedDecision]:
+        """The data, training and signing gates under the stage's environment, from the stored evidence
+        their signed decisions judged (signing: recomputed from the registry's bytes), when no decision
+        from that environment exists yet. A model is judged by each environment's policy it enters."""
+        decisions = list(v.decisions)
+        subject = {"data": v.dataset_digest, "training": v.record.model_digest, "signing": v.record.model_digest}
+        for gate in REJUDGED:
+            here = [s for s in decisions if s.decision.gate == gate and s.decision.environment == environment
+                    and s.decision.subject == subject[gate] and s.decision.allow]
+            if here:
+                continue
+            if gate == "signing":
+                with self.fetched(name, version) as (root, _):
+                    ev: Evidence | None = signing.evidence(root, name, root_trust)
+            else:
+                ev = self._evidence(name, version, gate, decisions)
+            if ev is None:
+                break  # no authentic evidence: the promotion gate denies for the missing decision
+            prior = [s.decision for s in decisions if s.decision.environment == environment]
+            d = evaluate(gate, ev, environment=environment, engine=engine, decisions=prior, audit=audit)
+            s = sign_decision(d, ev.subject.name, signer)
+            self._put_once(f"{self._prefix(name, version)}attestations/{d.id}.dsse.json", canonical_json(s.envelope))
+            log.info("registry: %s gate judged again under %s: %s", gate, environment, d.result)
+            decisions.append(s)
+            if not d.allow:
+                break
+        return decisions
+
+    def approvals(self, name: str, version: str, stage: str, digest: str) -> list[Approval]:
+        out = []
+        for key in self._keys(f"{self._prefix(name, version)}approvals/{names.stage(stage)}/"):
+            got = self._get(key)
+            try:
+                out.append(verify_approval(json.loads(got[0]) if got else {}, name, digest, stage))
+            except (AttestationError, ValueError) as e:
+                log.warning("registry: ignoring approval %s: %s", key, e)
+        return out
+
+    def approve(self, name: str, version: str, stage: str, identity: str, private_key: Path) -> None:
+        """Stores an approval signed with the approver's own key; the policy decides whether it counts."""
+        record = self._existing(name, version)
+        body = canonical_json(sign_approval(name, record.model_digest, names.stage(stage), identity, private_key))
+        self._put_once(f"{self._prefix(name, version)}approvals/{stage}/{sha256_bytes(body)[:32]}.json", body)
+
     def promote(self, name: str, version: str, stage: str, *, trust: Trust | Path, engine: PolicyEngine,
-                environment: str, author: str, approvals: Sequence[str] = (),
-                audit: AuditSink | None = None, rollback: bool = False, evidence_out: Path | None = None) -> Decision:
+                environment: str, signer: CryptoSigner, author: str, audit: AuditSink | None = None,
+                rollback: bool = False, evidence_out: Path | None = None) -> Decision:
         """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified.
 
         rollback=True asks to move the stage back to a version it pointed at before; the registry,
         not the caller, establishes whether that is true, and the policy decides what it allows.
         evidence_out keeps the evidence the gate judged (a pipeline run's record of it).
         """
+        names.stage(stage)
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
-        record, check = self.check(name, version, trust)
+        v = self.verify_version(name, version, trust)
+        decisions = self._rejudge(name, version, v, trust, environment, engine, signer, audit) \
+            if v.check.signature_verified and environment == self.stage_envs.get(stage) else v.decisions
+        history = self.promotions(name, stage) if stage in self.stage_envs else []
         evidence = PromotionEvidence(
-            subject=Subject(name=name, digest=record.model_digest), target_stage=stage,
-            current_stages=self.stages_of(name, version), dataset_digest=record.dataset_digest,
-            metrics=record.metrics, registry=check, author=author, approvals=list(approvals),
-            rollback=rollback, held_stage_before=before is not None and version in before[0].history,
+            subject=Subject(name=name, digest=v.record.model_digest), target_stage=stage,
+            current_stages=self.stages_of(name, version), dataset_digest=v.dataset_digest,
+            metrics=v.metrics, registry=v.check, author=normalize_identity(author),
+            approvals=[ApprovalFact(identity=a.identity, key=a.key)
+                       for a in self.approvals(name, version, stage, v.record.model_digest)],
+            rollback=rollback,
+            held_stage_before=any(s.decision.subject == v.record.model_digest for s in history),
         )
         if evidence_out is not None:
             evidence.write(evidence_out)
         decision = evaluate("promotion", evidence, environment=environment, engine=engine,
-                            decisions=record.decisions, audit=audit)
-        self.s3.put_object(Bucket=self.bucket, Key=f"{self._prefix(name, version)}decisions/{decision.id}.json",
-                           Body=decision.model_dump_json().encode(), ServerSideEncryption=SSE)
+                            decisions=[s.decision for s in decisions], audit=audit, stage=stage)
+        signed = sign_decision(decision, name, signer)
+        body = canonical_json(signed.envelope)
+        self._put_once(f"{self._prefix(name, version)}attestations/{decision.id}.dsse.json", body)
         if decision.allow:
             if stage == PROD_STAGE:
                 self._lock_compliance(name, version)  # before the alias: prod never points at a deletable copy
-            self._move_alias(name, stage, record, decision, before)
+            self._put_once(f"promotions/{name}/{stage}/{decision.id}.dsse.json", body)
+            self._move_alias(name, stage, v.record, decision, before)
         return decision
 
     def rollback(self, name: str, stage: str, version: str, **kwargs: Any) -> Decision:
@@ -270,10 +468,8 @@ class Registry:
 
     def _move_alias(self, name: str, stage: str, record: VersionRecord, decision: Decision,
                     before: tuple[Alias, str] | None) -> None:
-        history = before[0].history if before else []
         alias = Alias(version=record.version, model_digest=record.model_digest, decision_id=decision.id,
-                      moved_at=utcnow(), previous=before[0].version if before else None,
-                      history=history if record.version in history else [*history, record.version])
+                      moved_at=utcnow(), previous=before[0].version if before else None)
         condition = {"IfMatch": before[1]} if before else {"IfNoneMatch": "*"}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=f"aliases/{name}/{stage}.json",
@@ -281,37 +477,66 @@ class Registry:
         except ClientError as e:
             if _code(e) in {"PreconditionFailed", "ConditionalRequestConflict"}:
                 raise RegistryError(f"{name}:{stage} was moved by someone else during this promotion; "
-                                    "nothing changed, retry") from e
+                                    "the signed promotion stands but the alias cache is stale: retry") from e
             raise
         log.info("registry: %s:%s -> %s", name, stage, record.version)
 
     # -- revoke / pull -------------------------------------------------------------------------
-    def revoke(self, name: str, version: str, reason: str, by: str) -> None:
-        self._existing(name, version)
-        body = json.dumps({"version": version, "reason": reason, "by": by, "at": utcnow().isoformat()})
-        self._put_once(f"revocations/{name}/{version}.json", body.encode())
+    def revoke(self, name: str, version: str, reason: str, by: str, signer: CryptoSigner) -> None:
+        record = self._existing(name, version)
+        body = canonical_json(sign_revocation(name, version, record.model_digest, reason, by, signer))
+        try:
+            self._put_once(f"revocations/{name}/{version}.json", body, mode="COMPLIANCE")
+        except RegistryError:
+            pass  # revoked before: a revocation is never undone, and a second one changes nothing
+
+    def revocation(self, name: str, version: str) -> str | None:
+        """Why a version is revoked, or None. Any stored version of its revocation key counts, even one
+        that is not signed (fail closed): a delete marker or a newer object cannot undo it."""
+        key = f"revocations/{names.model(name)}/{names.version(version)}.json"
+        found: list[str] = []
+        for k, body in self._all_versions(key):
+            if k != key:
+                continue
+            record = self.record(name, version)
+            try:
+                found.append(revocation_reason(body, name, record.model_digest if record else "", self.gates.all_keys()))
+            except AttestationError as e:
+                found.append(f"an unverified revocation record ({e})")
+        return "; ".join(found) if found else None
 
     def is_revoked(self, name: str, version: str) -> bool:
-        return self._get(f"revocations/{name}/{version}.json") is not None
+        return self.revocation(name, version) is not None
 
-    def resolve(self, name: str, ref: str) -> str:
-        """A stage name resolves through its alias; anything else is taken as a version."""
-        current = self.alias(name, ref)
-        return current[0].version if current else ref
+    def resolve(self, name: str, ref: str) -> tuple[str, str | None]:
+        """(version, digest the stage's signed promotion names) for a stage; (version, None) for a version."""
+        if names.VERSION.fullmatch(ref):
+            return ref, None
+        names.stage(ref)
+        head = self.head(name, ref)
+        if head is None or not head.decision.subject:
+            raise RegistryError(f"{name}:{ref} has no verified promotion (no signed promotion decision to "
+                                f"{ref} under the {self.stage_envs.get(ref, '?')} environment)")
+        return head.decision.subject[:16], head.decision.subject
 
     def pull(self, name: str, ref: str, dest: Path, trust: Trust | Path) -> VersionRecord:
-        """Copies a verified, unrevoked version into dest (the bundle layout the server loads)."""
-        version = self.resolve(name, ref)
-        if self.is_revoked(name, version):
-            raise RegistryError(f"{name} version {version} is revoked")
-        with self.fetched(name, version) as (record, root):
-            verified = signing.verify(root, trust)
-            if verified.model_digest != record.model_digest:
-                raise RegistryError(f"{name} {version}: model digest differs from the registry record")
-            dest.mkdir(parents=True, exist_ok=True)
-            for rel in record.files:
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                (dest / rel).write_bytes((root / rel).read_bytes())
+        """Copies a verified, unrevoked version into dest (the bundle layout the server loads). The ref is
+        resolved once; only the signed files are fetched, verified, and then moved into dest."""
+        version, promoted = self.resolve(name, ref)
+        if why := self.revocation(name, version):
+            raise RegistryError(f"{name} version {version} is revoked: {why}")
+        record = self._existing(name, version)
+        with self.fetched(name, version) as (root, files):
+            try:
+                verified = signing.verify(root, trust)
+            except ValueError as e:
+                raise RegistryError(f"{name} {version}: {e}") from e
+            if verified.model_digest != (promoted or record.model_digest):
+                raise RegistryError(f"{name} {version}: model digest {verified.model_digest} is not the one "
+                                    f"{'its signed promotion' if promoted else 'the registry record'} names")
+            if extra := sorted(set(record.files) - set(files)):
+                raise RegistryError(f"{name} {version}: the manifest lists files outside the signed set: {extra}")
+            fetch.install(root, files, dest)
         return record
 
     def record_deployment(self, name: str, version: str, where: dict[str, Any]) -> None:
@@ -320,19 +545,17 @@ class Registry:
         key = f"{self._prefix(name, version)}deployments/{sha256_bytes(body)[:16]}.json"
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ServerSideEncryption=SSE)
 
-    def _records(self, name: str, version: str, kind: str) -> list[bytes]:
-        bodies = (self._get(key) for key in self._keys(f"{self._prefix(name, version)}{kind}/"))
-        return [got[0] for got in bodies if got]
-
     def deployments(self, name: str, version: str) -> list[dict[str, Any]]:
-        return [json.loads(body) for body in self._records(name, version, "deployments")]
+        bodies = (self._get(key) for key in self._keys(f"{self._prefix(name, version)}deployments/"))
+        return [json.loads(got[0]) for got in bodies if got]
 
     def promotion_decisions(self, name: str, version: str) -> list[Decision]:
-        decisions = [Decision.model_validate_json(body) for body in self._records(name, version, "decisions")]
-        return sorted(decisions, key=lambda d: d.time)
+        record = self.record(name, version)
+        digests = {record.model_digest} if record else set()
+        return [s.decision for s in self.signed_decisions(name, version, digests) if s.decision.gate == "promotion"]
 
     def inventory(self) -> list[dict[str, Any]]:
-        """For each model version: stages, signer, dataset, gates passed, revocation, deployments."""
+        """For each model version: stages, signer, dataset, gates passed (signed), revocation, deployments."""
         rows = []
         for name in self.models():
             stages: dict[str, list[str]] = {}
@@ -342,22 +565,24 @@ class Registry:
                 record = self.record(name, version)
                 if record is None:
                     continue  # an upload that never completed is not a version
-                passed = {d.gate for d in [*record.decisions, *self.promotion_decisions(name, version)] if d.allow}
+                signed = self.signed_decisions(name, version, {record.model_digest, record.dataset_digest})
                 rows.append({
                     "model": name, "version": version, "digest": record.model_digest,
                     "stages": sorted(stages.get(version, [])), "signer": record.signer,
-                    "dataset": record.dataset_digest, "gates_passed": sorted(passed),
+                    "dataset": record.dataset_digest, "gates_passed": sorted({s.decision.gate for s in signed
+                                                                              if s.decision.allow}),
                     "revoked": self.is_revoked(name, version), "deployed": self.deployments(name, version),
                     "created": record.created.isoformat(), "author": record.author,
                 })
         return rows
 
     def versions(self, name: str) -> list[str]:
-        prefix = f"models/{name}/"
-        return sorted({k.removeprefix(prefix).split("/", 1)[0] for k in self._keys(prefix)})
+        prefix = f"models/{names.model(name)}/"
+        found = {k.removeprefix(prefix).split("/", 1)[0] for k in self._keys(prefix)}
+        return sorted(v for v in found if names.VERSION.fullmatch(v))
 
     def models(self) -> list[str]:
-        return sorted({k.split("/")[1] for k in self._keys("models/")})
+        return sorted({k.split("/")[1] for k in self._keys("models/") if names.MODEL.fullmatch(k.split("/")[1])})
 
 
 def _code(e: ClientError) -> str:

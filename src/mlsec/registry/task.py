@@ -6,10 +6,14 @@ import os
 from pathlib import Path
 
 from mlsec.config import Settings
+from mlsec.config import policy_dir
 from mlsec.evidence import Subject, read_evidence
-from mlsec.gates.decision import GateDenied, read_decisions, write_decisions
+from mlsec.gates.attest import gate_signer, gate_trust, read_history, verify_decision, write_history
+from mlsec.gates.decision import GateDenied
 from mlsec.gates.task import audit_sinks, configured_engine
+from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.s3 import client_from_env
+from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
 from mlsec.serve.deploy import free_port, local_objects, release_objects, render_chart
 from mlsec.serve.evidence import DeploymentEvidence, Release
@@ -19,27 +23,30 @@ from mlsec.train.evidence import TrainingEvidence
 
 def registry_from_env() -> Registry:
     settings = Settings()
-    reg = Registry(client_from_env(), settings.s3_bucket, int(os.environ.get("MLSEC_RETENTION_DAYS", "30")))
-    reg.ensure_bucket()
+    reg = Registry(client_from_env(), settings.s3_bucket, int(os.environ.get("MLSEC_RETENTION_DAYS", "30")),
+                   gates=gate_trust(settings.key_dir), stage_envs=governing_environments(policy_dir()))
+    reg.ensure_bucket(create=False)  # run-time identities verify the bucket; only its setup creates it
     return reg
 
 
-def run(signed: Path, training_evidence: Path, decisions: Path, model_name: str, stage: str, author: str,
-        decisions_out: Path, release_out: Path, environment: str | None = None,
+def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: Path, model_name: str, stage: str,
+        author: str, decisions_out: Path, release_out: Path, environment: str | None = None,
         promotion_evidence_out: Path | None = None) -> None:
     settings = Settings()
     env = environment or settings.environment  # the same policy environment as the pipeline's other gates
-    training = read_evidence(TrainingEvidence, training_evidence)
-    history = read_decisions(decisions)
+    history = read_history(decisions, gate_trust(settings.key_dir))  # only decisions a trusted gate key signed
     trust = configured_trust(settings.key_dir)
     reg = registry_from_env()
-    record = reg.register(model_name, signed, trust, dataset_digest=training.dataset_digest,
-                          metrics=training.metrics, decisions=history, author=author)
-    decision = reg.promote(model_name, record.version, stage, trust=trust,
-                           engine=configured_engine(settings),
-                           environment=env, author=author, audit=audit_sinks(settings),
-                           evidence_out=promotion_evidence_out)
-    write_decisions(decisions_out, [*history, decision])
+    record = reg.register(model_name, signed, trust, evidence={
+        "data": read_evidence(DataEvidence, data_evidence),
+        "training": read_evidence(TrainingEvidence, training_evidence)}, decisions=history, author=author)
+    decision = reg.promote(model_name, record.version, stage, trust=trust, engine=configured_engine(settings),
+                           environment=env, signer=gate_signer(env, settings.key_dir,
+                                                               create=settings.deploy_target == "local"),
+                           author=author, audit=audit_sinks(settings), evidence_out=promotion_evidence_out)
+    stored = reg.signed_decisions(model_name, record.version, {record.model_digest})
+    (promotion,) = [s for s in stored if s.decision.id == decision.id]
+    write_history(decisions_out, [*history, verify_decision(promotion.envelope, reg.gates)])
     print(decision.summary(), flush=True)
     if not decision.allow:
         raise GateDenied(decision)

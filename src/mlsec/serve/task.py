@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlsec.config import Settings
 from mlsec.digest import sha256_json
-from mlsec.gates.decision import read_decisions
+from mlsec.gates.attest import AttestationError, gate_trust, read_history
 from mlsec.registry.task import registry_from_env
 from mlsec.serve.deploy import apply, start_local
 from mlsec.serve.evidence import DeploymentEvidence
@@ -17,7 +17,10 @@ def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
     settings = Settings()
     doc = json.loads(release.read_text())
     plan = DeploymentEvidence.model_validate(doc)
-    last = read_decisions(decisions)[-1]
+    try:
+        last = read_history(decisions, gate_trust(settings.key_dir))[-1].decision  # signed by a trusted gate key
+    except (AttestationError, IndexError) as e:
+        raise RuntimeError(f"refusing to deploy: the deployment decision cannot be trusted: {e}") from e
     if last.gate != "deployment" or not last.allow or last.evidence_sha256 != sha256_json(doc):
         raise RuntimeError("refusing to deploy: no allowing deployment decision for exactly these objects")
     r = plan.release

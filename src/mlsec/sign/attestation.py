@@ -1,22 +1,19 @@
-"""SLSA provenance as an in-toto Statement v1, signed as a DSSE envelope with the model's signing key."""
+"""SLSA provenance as an in-toto Statement v1, signed as a DSSE envelope (securesystemslib) with the model's key."""
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from mlsec.digest import manifest_digest
+from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
 from mlsec.sign.keys import key_fingerprint, load_private, load_public
 
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/mlsec/mlsec/pipeline/v1"
 
@@ -35,12 +32,6 @@ class VerifiedAttestation:
     subject_digest: str
     dataset_digest: str
     decision_digests: list[str]
-
-
-def _pae(payload_type: str, body: bytes) -> bytes:
-    """DSSE pre-authentication encoding: what is actually signed."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
 
 
 def statement(model_manifest: dict[str, str], materials: Materials, invocation: str) -> dict[str, Any]:
@@ -64,31 +55,28 @@ def statement(model_manifest: dict[str, str], materials: Materials, invocation: 
     }
 
 
-def sign(stmt: dict[str, Any], private_key: Path, out: Path) -> None:
-    body = json.dumps(stmt, sort_keys=True).encode()
+def _signer(private_key: Path) -> CryptoSigner:
     key = load_private(private_key)
-    sig = key.sign(_pae(PAYLOAD_TYPE, body), ec.ECDSA(hashes.SHA256()))
-    envelope = {
-        "payloadType": PAYLOAD_TYPE,
-        "payload": base64.b64encode(body).decode(),
-        "signatures": [{"keyid": key_fingerprint(key.public_key()), "sig": base64.b64encode(sig).decode()}],
-    }
-    out.write_text(json.dumps(envelope, indent=2))
+    # keyid = the signer identity policies allow-list, so an envelope names its key the same way.
+    return CryptoSigner(key, SSlibKey.from_crypto(key.public_key(), keyid=key_fingerprint(key.public_key())))
+
+
+def sign(stmt: dict[str, Any], private_key: Path, out: Path) -> None:
+    out.write_text(json.dumps(sign_statement(stmt, _signer(private_key)), indent=2))
 
 
 def verify(envelope_path: Path, public_key: Path | ec.EllipticCurvePublicKey) -> VerifiedAttestation:
     """Checks the DSSE signature with the trusted key, then reads what the statement claims."""
-    try:
-        env = json.loads(envelope_path.read_text())
-        body = base64.b64decode(env["payload"], validate=True)
-        sigs = [base64.b64decode(s["sig"], validate=True) for s in env["signatures"]]
-        payload_type = env["payloadType"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"attestation {envelope_path} is not a DSSE envelope: {e}") from e
     key = load_public(public_key) if isinstance(public_key, Path) else public_key
-    if payload_type != PAYLOAD_TYPE or not any(_ok(key, s, _pae(payload_type, body)) for s in sigs):
-        raise ValueError("attestation signature does not verify with the trusted key")
-    return read_statement(body)
+    try:
+        raw = envelope_path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"attestation {envelope_path} is unreadable: {e}") from e
+    try:
+        stmt = open_envelope(raw, [SSlibKey.from_crypto(key, keyid=key_fingerprint(key))])
+    except AttestationError as e:
+        raise ValueError(f"attestation signature does not verify with the trusted key: {e}") from e
+    return read_statement(json.dumps(stmt).encode())
 
 
 def read_statement(body: bytes) -> VerifiedAttestation:
@@ -106,11 +94,3 @@ def read_statement(body: bytes) -> VerifiedAttestation:
         dataset_digest=datasets[0],
         decision_digests=[d["digest"]["sha256"] for d in deps if role(d) == "gate-decision"],
     )
-
-
-def _ok(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bool:
-    try:
-        key.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-        return True
-    except InvalidSignature:
-        return False

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from mlsec.config import Settings
-from mlsec.gates.decision import read_decisions
+from mlsec.gates.attest import gate_trust, read_history
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.evidence import read_evidence
 from mlsec.sign import stage
@@ -31,7 +31,7 @@ def run(model_dir: Path, data_evidence: Path, decisions: Path, model_name: str, 
     settings = Settings()
     signing = configured_signing(settings.key_dir, create_key=settings.deploy_target == "local")
     data = read_evidence(DataEvidence, data_evidence)
-    history = read_decisions(decisions)
+    history = [s.decision for s in read_history(decisions, gate_trust(settings.key_dir))]  # only signed ones
     materials = Materials(
         dataset_uri=data.provenance.source_uri, dataset_digest=data.subject.digest,
         decision_digests={f"{d.gate}:{d.id}": d.digest for d in history},
