@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from securesystemslib.signer import CryptoSigner
 
 from mlsec.config import contract_path, policy_dir, sample_dataset
+from mlsec.gates.attest import GateTrust, SignedDecision, create_key, load_signer, sign_decision
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.gate import evaluate
@@ -17,6 +19,7 @@ from mlsec.ingest import stage as ingest
 from mlsec.ingest.contract import DataContract, load_contract
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.seaweed import LocalS3
+from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
 from mlsec.sign import keys
 from mlsec.sign import stage as signing
@@ -45,21 +48,41 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
         yield server
 
 
+@dataclass(frozen=True)
+class GateKeys:
+    dir: Path  # <env>.key / <env>.pub for dev, staging, prod and audit
+    trust: GateTrust
+
+    def signer(self, env: str) -> CryptoSigner:
+        return load_signer(self.dir / f"{env}.key")
+
+
+@pytest.fixture(scope="session")
+def gate_keys(tmp_path_factory: pytest.TempPathFactory) -> GateKeys:
+    d = tmp_path_factory.mktemp("gate-keys")
+    for env in ("dev", "staging", "prod", "audit"):
+        create_key(d / f"{env}.key")
+    return GateKeys(d, GateTrust.from_dir(d))
+
+
 @pytest.fixture
-def registry(s3_server: LocalS3) -> Registry:
-    reg = Registry(_authenticated(s3_server), f"test-{uuid.uuid4().hex[:12]}", retention_days=1)
+def registry(s3_server: LocalS3, gate_keys: GateKeys) -> Registry:
+    reg = Registry(_authenticated(s3_server), f"test-{uuid.uuid4().hex[:12]}", retention_days=1,
+                   gates=gate_keys.trust, stage_envs=governing_environments(policy_dir()))
     reg.ensure_bucket()
     return reg
 
 
-def _authenticated(server: LocalS3, max_attempts: int = 2):  # type: ignore[no-untyped-def]
-    """A client with this server's credentials, without touching the process environment."""
+def _authenticated(server: LocalS3, max_attempts: int = 2, role: str = "admin"):  # type: ignore[no-untyped-def]
+    """A client with one of this server's identities (full rights unless told), without touching the
+    process environment."""
     import boto3
     from botocore.config import Config
 
+    creds = server.identities[role]
     return boto3.client(
         "s3", endpoint_url=server.endpoint, region_name="us-east-1",
-        aws_access_key_id=server.credentials.access_key, aws_secret_access_key=server.credentials.secret_key,
+        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key,
         config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": max_attempts},
                       connect_timeout=2, read_timeout=10),
     )
@@ -96,11 +119,18 @@ class Signed:
     bundle: Path
     decisions: list[Decision]  # data, training (attested) and signing
     trained: Trained
+    attested: list[SignedDecision]  # the same decisions as VSAs signed with the dev gate key
+
+    def register(self, registry: Registry, trust: keys.KeyPair | Path, name: str = "credit", author: str = "alice") -> str:
+        pub = trust.public_key if isinstance(trust, keys.KeyPair) else trust
+        return registry.register(name, self.bundle, pub, evidence={
+            "data": self.trained.data_evidence, "training": self.trained.training_evidence},
+            decisions=self.attested, author=author).version
 
 
 @pytest.fixture(scope="session")
 def signed(tmp_path_factory: pytest.TempPathFactory, trained: Trained, key_pair: keys.KeyPair,
-           engine: InProcessEngine) -> Signed:
+           engine: InProcessEngine, gate_keys: GateKeys) -> Signed:
     """The real chain up to the signing gate, every decision from the real engine."""
     data_d = evaluate("data", trained.data_evidence, environment="dev", engine=engine)
     train_d = evaluate("training", trained.training_evidence, environment="dev", engine=engine, decisions=[data_d])
@@ -112,4 +142,15 @@ def signed(tmp_path_factory: pytest.TempPathFactory, trained: Trained, key_pair:
     ev = signing.evidence(bundle, "credit", key_pair.public_key)
     sign_d = evaluate("signing", ev, environment="dev", engine=engine, decisions=[data_d, train_d])
     assert sign_d.allow, sign_d.deny
-    return Signed(bundle, [data_d, train_d, sign_d], trained)
+    dev = gate_keys.signer("dev")
+    attested = [sign_decision(d, n, dev) for d, n in ((data_d, trained.data_evidence.subject.name),
+                                                      (train_d, "credit"), (sign_d, "credit"))]
+    return Signed(bundle, [data_d, train_d, sign_d], trained, attested)
+
+
+@pytest.fixture
+def locked_bucket(s3_server: LocalS3) -> str:
+    """A fresh bucket with object lock, set up by the admin identity as the bucket-setup Job does."""
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    Registry(_authenticated(s3_server), bucket).ensure_bucket(create=True)
+    return bucket
