@@ -34,14 +34,29 @@ kubectl apply -f manifests/namespaces.yaml
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
 # Secrets are generated here and go straight into the cluster; nothing is written to the repo.
-access="MLSEC$(openssl rand -hex 8 | tr a-f A-F)"; secret="$(openssl rand -base64 30)"
-printf '{"identities":[{"name":"mlsec","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' \
-  "$access" "$secret" > "$tmp/s3.json"
+# Three S3 identities, each able to do only its job (src/mlsec/registry/seaweed.py ACTIONS, scoped to the bucket):
+# the pipeline writes (kubeflow: mlsec-s3), the server reads (mlsec-serving: mlsec-s3-reader), and the admin
+# sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
+BUCKET=mlsec-models
+pair() { echo "MLSEC$(openssl rand -hex 8 | tr a-f A-F) $(openssl rand -base64 30 | tr -d '/+=')"; }
+read -r admin_access admin_secret <<<"$(pair)"
+read -r writer_access writer_secret <<<"$(pair)"
+read -r reader_access reader_secret <<<"$(pair)"
+cat > "$tmp/s3.json" <<JSON
+{"identities":[
+ {"name":"admin","credentials":[{"accessKey":"$admin_access","secretKey":"$admin_secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
+ {"name":"pipeline","credentials":[{"accessKey":"$writer_access","secretKey":"$writer_secret"}],
+  "actions":["Read:$BUCKET","Write:$BUCKET","List:$BUCKET","Tagging:$BUCKET","GetObjectRetention:$BUCKET","PutObjectRetention:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]},
+ {"name":"server","credentials":[{"accessKey":"$reader_access","secretKey":"$reader_secret"}],
+  "actions":["Read:$BUCKET","List:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]}]}
+JSON
 kubectl -n mlsec-system create secret generic mlsec-s3-config --from-file=s3.json="$tmp/s3.json" --dry-run=client -o yaml | kubectl apply -f -
-for ns in kubeflow mlsec-serving; do
-  kubectl -n "$ns" create secret generic mlsec-s3 --from-literal=AWS_ACCESS_KEY_ID="$access" \
-    --from-literal=AWS_SECRET_ACCESS_KEY="$secret" --dry-run=client -o yaml | kubectl apply -f -
-done
+s3_secret() { kubectl -n "$1" create secret generic "$2" --from-literal=AWS_ACCESS_KEY_ID="$3" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$4" --dry-run=client -o yaml | kubectl apply -f -; }
+s3_secret kubeflow mlsec-s3 "$writer_access" "$writer_secret"
+s3_secret mlsec-serving mlsec-s3-reader "$reader_access" "$reader_secret"
+s3_secret mlsec-system mlsec-s3-admin "$admin_access" "$admin_secret"
+kubectl -n mlsec-serving delete secret mlsec-s3 --ignore-not-found  # the shared key of older installs
 $VENV/mlsec keys create --dir "$tmp/keys"
 kubectl -n kubeflow create secret generic mlsec-signing-key --from-file="$tmp/keys/signing.key" \
   --from-file="$tmp/keys/signing.pub" --dry-run=client -o yaml | kubectl apply -f -
@@ -66,6 +81,16 @@ sed "s#chrislusf/seaweedfs@sha256:0\{64\}#$(digest "$WEED_IMAGE")#" manifests/se
 sed "s#MLSEC_IMAGE: \"\".*#MLSEC_IMAGE: \"${MLSEC_IMAGE_PINNED}\"#; s#MLSEC_GIT_COMMIT: \"\"#MLSEC_GIT_COMMIT: \"$(git rev-parse HEAD)\"#" \
   manifests/config.yaml | kubectl apply -f -
 kubectl apply -f manifests/networkpolicies.yaml
+
+# Bucket setup, the admin identity's only use: the bucket with object lock, through a port-forward from here.
+kubectl -n mlsec-system rollout status deploy/seaweedfs --timeout=300s
+kubectl -n mlsec-system port-forward svc/seaweedfs 18333:8333 >/dev/null & pf=$!
+sleep 3
+MLSEC_S3_ENDPOINT=http://127.0.0.1:18333 AWS_ACCESS_KEY_ID="$admin_access" AWS_SECRET_ACCESS_KEY="$admin_secret" \
+  $VENV/python -c "from mlsec.registry.s3 import client_from_env; from mlsec.registry.store import Registry; \
+Registry(client_from_env(), '$BUCKET').ensure_bucket(create=True)"
+kill "$pf"
+unset admin_access admin_secret
 
 # The serving release: installed once by the platform team; each pipeline run then only patches its
 # workload (the chart's Role allows the pipeline nothing more). Clients get keys from `mlsec keys api-key`.

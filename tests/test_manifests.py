@@ -175,3 +175,60 @@ def test_opa_activates_only_signed_bundles(name: str) -> None:
     key_path = Path(key_flag.split("=", 1)[1])
     mount = next(n for n, p in mounts.items() if key_path.parent == Path(p))
     assert volumes[mount]["secret"]["secretName"] == "mlsec-policy-bundle-key"
+
+
+def _secret_names(objects: list[dict[str, Any]]) -> set[str]:
+    """Every Secret a workload mounts or reads env from."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "secretName" in node:
+                found.add(node["secretName"])
+            if isinstance(node.get("secretKeyRef"), dict):
+                found.add(node["secretKeyRef"]["name"])
+            if isinstance(node.get("secretRef"), dict):
+                found.add(node["secretRef"]["name"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(objects)
+    return found
+
+
+@pytest.mark.parametrize("values_file", VALUES)
+def test_the_serving_workload_holds_only_the_read_only_s3_identity(values_file: str) -> None:
+    served = [o for o in _render(values_file) if o["kind"] in {"Deployment", "InferenceService"}
+              and not o["metadata"]["name"].endswith("opa")]
+    assert served
+    s3 = {n for n in _secret_names(served) if n.startswith("mlsec-s3")}
+    assert s3 == {"mlsec-s3-reader"}
+
+
+def test_the_pipeline_holds_the_writer_identity_and_the_admin_key_is_mounted_nowhere() -> None:
+    from components import _platform
+
+    source = Path(_platform.__file__).read_text()
+    assert '"mlsec-s3"' in source and "mlsec-s3-reader" not in source and "mlsec-s3-admin" not in source
+    rendered = [o for v in VALUES for o in _render(v)]
+    assert not {"mlsec-s3", "mlsec-s3-admin"} & _secret_names(rendered + _plain())
+    kind_up = (REPO / "deploy" / "kind-up.sh").read_text()
+    assert "s3_secret kubeflow mlsec-s3 " in kind_up and "s3_secret mlsec-serving mlsec-s3-reader " in kind_up
+    assert not [line for line in kind_up.splitlines() if "mlsec-serving" in line and "mlsec-s3 " in line
+                and "delete" not in line]
+
+
+def test_seaweedfs_serves_only_s3_with_three_identities() -> None:
+    from mlsec.registry.seaweed import ACTIONS
+
+    weed = next(o for o in _plain() if o["kind"] == "Deployment" and o["metadata"]["name"] == "seaweedfs")
+    args = weed["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "-disableHttp" in args and "-webdav=false" in args and "-s3.port.iceberg=0" in args
+    kind_up = (REPO / "deploy" / "kind-up.sh").read_text()
+    for role, actions in ACTIONS.items():
+        assert f'"name":"{role}"' in kind_up
+        scoped = actions if role == "admin" else [f"{a}:$BUCKET" for a in actions]
+        assert json.dumps(scoped, separators=(",", ":")) in kind_up, role

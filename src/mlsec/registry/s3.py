@@ -9,7 +9,9 @@ from typing import Any
 from mlsec.config import Settings
 
 
-def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int = 5) -> Any:
+def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int = 5,
+           credentials: tuple[str, str] | None = None) -> Any:
+    """An S3 client; credentials (access key, secret key) given here win over the mounted or ambient ones."""
     import boto3
     from botocore.config import Config
 
@@ -25,6 +27,8 @@ def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int
         d = Path(cred_dir)
         creds = {"aws_access_key_id": (d / "AWS_ACCESS_KEY_ID").read_text().strip(),
                  "aws_secret_access_key": (d / "AWS_SECRET_ACCESS_KEY").read_text().strip()}
+    if credentials is not None:
+        creds = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
     # A session of its own: boto3's default session resolves credentials once per process, so a process
     # that moves to another server (a new local registry, a rotated Secret) would keep sending stale ones.
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=cfg, **creds)

@@ -2,6 +2,23 @@
 
 Credentials are generated per data directory and never committed; ports are picked free so a demo
 and a test run can share the machine.
+
+Each credential can do only its job (s3.json, SeaweedFS's static identities with legacy actions):
+- "pipeline" (LocalS3.env, .credentials): read, write, list, tag, set and extend object retention. No
+  Admin, no BypassGovernanceRetention, no PutBucketPolicy, no WriteAcp, no bucket creation, no legal hold.
+- "server" (the local model server, env_for("server")): read and list, nothing else.
+- "admin": creates the configured bucket with object lock when LocalS3 starts; nothing uses it after that.
+
+S3 is the only way in. Everything else `weed mini` listens on is closed to a client without secrets
+(security.toml and a private CA, generated per data directory under <data_dir>/security, mode 0600/0700):
+- `-disableHttp`: the filer and master HTTP APIs are off (the master keeps a read-only status page);
+  the filer is also given JWT keys for writes and reads ([jwt.filer_signing], [jwt.filer_signing.read]).
+- the volume server HTTP port refuses reads, writes and deletes without a JWT signed with the keys in
+  [jwt.signing] / [jwt.signing.read], which only the S3 gateway inside this process holds.
+- every gRPC port requires mutual TLS with a certificate from the per-directory CA ([grpc.*]), so
+  `weed shell` and other gRPC clients without it cannot delete collections or entries.
+- the Iceberg, Lance and WebDAV endpoints are not started; telemetry is off.
+What this cannot stop: a process running as the same OS user can read the data directory (keys, data).
 """
 
 from __future__ import annotations
@@ -23,9 +40,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
-_PORT_FLAGS = ["master.port", "volume.port", "filer.port", "s3.port", "admin.port", "s3.port.iceberg"]
+from mlsec.fsutil import write_secret
+
+_PORT_FLAGS = ["master.port", "volume.port", "filer.port", "s3.port", "admin.port"]
 _GRPC_OFFSET = 10000  # weed derives each gRPC port as http port + 10000
 
 
@@ -56,24 +75,107 @@ def _pick_ports(n: int) -> list[int]:
     return ports
 
 
+ADMIN, PIPELINE, SERVER = "admin", "pipeline", "server"
+# SeaweedFS identity actions. Admin implies every action, including BypassGovernanceRetention and
+# PutBucketPolicy; neither is granted on its own to anyone else. Write covers put, delete (a delete
+# marker, or an unlocked version), multipart, versioning and lifecycle settings of a bucket.
+ACTIONS: dict[str, list[str]] = {
+    ADMIN: ["Admin", "Read", "Write", "List", "Tagging"],
+    PIPELINE: ["Read", "Write", "List", "Tagging", "GetObjectRetention", "PutObjectRetention",
+               "GetBucketObjectLockConfiguration"],
+    SERVER: ["Read", "List", "GetBucketObjectLockConfiguration"],
+}
+ROLES = tuple(ACTIONS)
+
+
 @dataclass
 class Credentials:
     access_key: str
     secret_key: str
 
     @classmethod
+    def new(cls) -> Credentials:
+        return cls("MLSEC" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+
+    @classmethod
     def load_or_create(cls, path: Path) -> Credentials:
-        if path.exists():
-            ident = json.loads(path.read_text())["identities"][0]["credentials"][0]
-            return cls(ident["accessKey"], ident["secretKey"])
-        creds = cls("MLSEC" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
-        doc = {"identities": [{"name": "mlsec", "credentials": [
-            {"accessKey": creds.access_key, "secretKey": creds.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        return creds
+        """The pipeline's credentials from s3.json (created with all three identities if missing)."""
+        return identities(path)[PIPELINE]
+
+
+def identities(path: Path) -> dict[str, Credentials]:
+    """One credential pair per role from s3.json; a file without exactly these roles and actions (an older
+    single-identity one) is replaced, so an old data directory loses its all-powerful key."""
+    if path.exists():
+        doc = json.loads(path.read_text())
+        found = {i["name"]: i for i in doc.get("identities", [])}
+        if set(found) == set(ROLES) and all(found[r]["actions"] == ACTIONS[r] for r in ROLES):
+            return {r: Credentials(found[r]["credentials"][0]["accessKey"], found[r]["credentials"][0]["secretKey"])
+                    for r in ROLES}
+    creds = {r: Credentials.new() for r in ROLES}
+    write_secret(path, s3_config(creds).encode())
+    return creds
+
+
+def s3_config(creds: dict[str, Credentials]) -> str:
+    """SeaweedFS's s3.json for these roles (deploy/kind-up.sh writes the same shape for the cluster)."""
+    return json.dumps({"identities": [
+        {"name": r, "credentials": [{"accessKey": c.access_key, "secretKey": c.secret_key}], "actions": ACTIONS[r]}
+        for r, c in creds.items()]})
+
+
+def _tls(dir: Path) -> dict[str, Path]:
+    """A private CA and one certificate it signed (server and client auth, 127.0.0.1), new at each start."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("mlsec-weed-ca")).issuer_name(name("mlsec-weed-ca"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name(_GRPC_CN)).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": dir / "ca.crt", "cert": dir / "weed.crt", "key": dir / "weed.key"}
+    write_secret(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
+    write_secret(paths["cert"], cert.public_bytes(serialization.Encoding.PEM))
+    write_secret(paths["key"], key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    return paths  # the CA key is never written: nothing can sign another certificate it trusts
+
+
+_GRPC_CN = "mlsec-weed"
+_GRPC_COMPONENTS = ["master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq"]
+
+
+def security_toml(dir: Path) -> str:
+    """SeaweedFS's security.toml: fresh JWT keys for volume and filer HTTP, mutual TLS on every gRPC port."""
+    tls = _tls(dir)
+    lines = []
+    for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"):
+        lines += [f"[{section}]", f'key = "{secrets.token_urlsafe(32)}"', "expires_after_seconds = 10", ""]
+    lines += ["[grpc]", f'ca = "{tls["ca"]}"', ""]
+    for component in _GRPC_COMPONENTS:
+        lines += [f"[grpc.{component}]", f'cert = "{tls["cert"]}"', f'key = "{tls["key"]}"',
+                  f'allowed_commonNames = "{_GRPC_CN}"', ""]
+    lines += ["[grpc.client]", f'cert = "{tls["cert"]}"', f'key = "{tls["key"]}"', ""]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -83,6 +185,7 @@ class LocalS3:
     data_dir: Path
     startup_timeout_s: float = 30.0
     ports: dict[str, int] = field(default_factory=dict)
+    buckets: tuple[str, ...] | None = None  # created at start with admin credentials; None: MLSEC_S3_BUCKET
     _proc: subprocess.Popen[bytes] | None = None
     _lock_file: IO[str] | None = None
 
@@ -91,13 +194,29 @@ class LocalS3:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     @property
+    def credentials(self) -> Credentials:
+        """The pipeline's credentials (what `env` carries)."""
+        return self.identities[PIPELINE]
+
+    @property
     def env(self) -> dict[str, str]:
-        return {
-            "MLSEC_S3_ENDPOINT": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.credentials.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
-            "AWS_REGION": "us-east-1",
-        }
+        """What pipeline tasks read: the pipeline's credentials, and where the server's read-only ones are."""
+        return {**self.env_for(PIPELINE), "MLSEC_SERVE_S3_CREDENTIALS_DIR": str(self.credentials_dir(SERVER))}
+
+    def env_for(self, role: str) -> dict[str, str]:
+        creds = self.identities[role]
+        return {"MLSEC_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": creds.access_key,
+                "AWS_SECRET_ACCESS_KEY": creds.secret_key, "AWS_REGION": "us-east-1"}
+
+    def credentials_dir(self, role: str) -> Path:
+        """A directory MLSEC_S3_CREDENTIALS_DIR can point at (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
+        return self.data_dir / "credentials" / role
+
+    def client(self, role: str, max_attempts: int = 5) -> Any:
+        from mlsec.registry.s3 import client
+
+        creds = self.identities[role]
+        return client(self.endpoint, max_attempts=max_attempts, credentials=(creds.access_key, creds.secret_key))
 
     def start(self) -> LocalS3:
         binary = weed_binary()
@@ -105,19 +224,41 @@ class LocalS3:
         self._lock()
         try:
             (self.data_dir / "weed").mkdir(exist_ok=True)
-            self.credentials = Credentials.load_or_create(self.data_dir / "s3.json")
+            self.identities = identities(self.data_dir / "s3.json")
+            (self.data_dir / "credentials").mkdir(mode=0o700, exist_ok=True)
+            for role in (PIPELINE, SERVER):  # the admin's key stays in s3.json only
+                creds = self.identities[role]
+                write_secret(self.credentials_dir(role) / "AWS_ACCESS_KEY_ID", creds.access_key.encode())
+                write_secret(self.credentials_dir(role) / "AWS_SECRET_ACCESS_KEY", creds.secret_key.encode())
+            security = self.data_dir / "security"
+            security.mkdir(mode=0o700, exist_ok=True)
+            write_secret(security / "security.toml", security_toml(security).encode())
             if not self.ports:  # a restart keeps its ports, so clients keep their endpoint
                 self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
             args = [binary, "mini", f"-dir={self.data_dir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                    "-admin.ui=false", "-webdav=false", f"-s3.config={self.data_dir / 's3.json'}",
+                    "-admin.ui=false", "-webdav=false", "-disableHttp", "-master.telemetry=false",
+                    "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.data_dir / 's3.json'}",
                     *(f"-{flag}={port}" for flag, port in self.ports.items())]
+            # weed reads ./security.toml first; WEED_* variables would override it, so none are passed on.
+            env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WEED_")}
             self._log = (self.data_dir / "weed.log").open("ab")
-            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                          cwd=security, env=env)
             self._wait_ready()
+            self._set_up_buckets()
         except BaseException:
             self.stop()  # whatever failed, the lock and any half-started server go with it
             raise
         return self
+
+    def _set_up_buckets(self) -> None:
+        """Bucket setup, the admin identity's only job: each configured bucket exists with object lock."""
+        from mlsec.config import Settings
+        from mlsec.registry.store import Registry
+
+        admin = self.client(ADMIN)
+        for bucket in self.buckets if self.buckets is not None else (Settings().s3_bucket,):
+            Registry(admin, bucket).ensure_bucket(create=True)
 
     def _lock(self) -> None:
         """Two servers on one data directory would corrupt it: the second start is refused."""

@@ -122,14 +122,16 @@ def start_local(model: str, ref: str, host: str, port: int, log: Path, digest: s
                 timeout_s: float = 60.0) -> LocalServer:
     """Starts `mlsec serve` detached (it outlives the KFP task) and waits until the model is ready.
 
-    The server inherits this process's settings, so it trusts exactly what the pipeline trusts.
+    The server inherits this process's settings, so it trusts exactly what the pipeline trusts, but not
+    its S3 credentials: it reads the registry with the read-only ones MLSEC_SERVE_S3_CREDENTIALS_DIR names.
     """
+    env = server_env(os.environ)
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "mlsec.cli", "serve", "--name", model, "--ref", ref, "--host", host,
             "--port", str(port), *(["--digest", digest] if digest else [])]
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
     server = LocalServer(pid=proc.pid, url=f"http://{host}:{port}", model=model, log=log)
     if wait_ready(server.url, model, timeout_s, alive=lambda: proc.poll() is None):
         return server
@@ -138,6 +140,22 @@ def start_local(model: str, ref: str, host: str, port: int, log: Path, digest: s
         raise RuntimeError(f"model server exited with {proc.returncode} before it was ready:\n{tail}")
     server.stop()
     raise TimeoutError(f"model server not ready on {server.url} within {timeout_s}s; see {log}")
+
+
+_S3_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+               "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "MLSEC_S3_CREDENTIALS_DIR",
+               "MLSEC_SERVE_S3_CREDENTIALS_DIR")
+
+
+def server_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The local server's environment: the pipeline's, without any way to its S3 write credentials."""
+    reader = environ.get("MLSEC_SERVE_S3_CREDENTIALS_DIR")
+    if not reader:
+        raise RuntimeError("MLSEC_SERVE_S3_CREDENTIALS_DIR is not set: the local model server gets the "
+                           "registry's read-only credentials only, never the pipeline's")
+    env = {k: v for k, v in environ.items() if k not in _S3_SECRETS}
+    env["MLSEC_S3_CREDENTIALS_DIR"] = reader
+    return env
 
 
 def wait_ready(url: str, model: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> bool:
