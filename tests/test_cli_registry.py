@@ -12,34 +12,36 @@ from mlsec.registry.seaweed import LocalS3
 from mlsec.registry.store import Registry
 from mlsec.sign import keys
 
-from conftest import Signed
+from conftest import GateKeys, Signed
 
 
 @pytest.fixture
-def cli_env(s3_server: LocalS3, registry: Registry, key_pair: keys.KeyPair, tmp_path: Path,
+def cli_env(s3_server: LocalS3, registry: Registry, key_pair: keys.KeyPair, tmp_path: Path, gate_keys: GateKeys,
             monkeypatch: pytest.MonkeyPatch) -> Registry:
     for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
-                 "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MLSEC_ENV": "dev"}.items():
+                 "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MLSEC_ENV": "dev",
+                 "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir)}.items():
         monkeypatch.setenv(k, v)
     return registry
 
 
 def test_registry_commands(cli_env: Registry, signed: Signed, key_pair: keys.KeyPair, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    t = signed.trained
-    version = cli_env.register("credit", signed.bundle, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
-                               metrics=t.training_evidence.metrics, decisions=signed.decisions, author="alice").version
+    version = signed.register(cli_env, key_pair)
     assert main(["registry", "promote", "credit", version, "--stage", "dev", "--author", "alice"]) == 0
     assert "[promotion] ALLOW" in capsys.readouterr().out
-    assert main(["registry", "promote", "credit", version, "--stage", "prod", "--author", "alice",
-                 "--approve", "bob"]) == 1
-    assert "stages may not be skipped" in capsys.readouterr().out
+    # No --env: the prod stage is judged by prod's policy (dev's would ask for one approval only).
+    assert main(["registry", "promote", "credit", version, "--stage", "prod", "--author", "alice"]) == 1
+    out = capsys.readouterr().out
+    assert "stages may not be skipped" in out and "prod needs 2 signed approvals" in out
+    assert main(["registry", "promote", "credit", version, "--stage", "prod", "--env", "dev"]) == 1
+    assert "stage prod is not governed by the dev environment" in capsys.readouterr().out
 
     assert main(["registry", "list"]) == 0
     assert f"credit\t{version}\tdev" in capsys.readouterr().out
     assert main(["registry", "show", "credit", "dev"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["version"] == version and shown["stages"] == ["dev"] and len(shown["promotions"]) == 2
+    assert shown["version"] == version and shown["stages"] == ["dev"] and len(shown["promotions"]) == 3
 
     assert main(["registry", "pull", "credit", "dev", "-o", str(tmp_path / "pulled")]) == 0
     assert "verified" in capsys.readouterr().out and (tmp_path / "pulled" / "model.sig").exists()
@@ -58,7 +60,7 @@ def test_registry_commands(cli_env: Registry, signed: Signed, key_pair: keys.Key
 
 
 def test_without_an_endpoint_the_local_registry_is_used(signed: Signed, key_pair: keys.KeyPair, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        gate_keys: GateKeys, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """After `make demo`, `mlsec registry list` shows what the demo registered, with no setup."""
     from mlsec.registry.seaweed import local_registry
@@ -67,11 +69,9 @@ def test_without_an_endpoint_the_local_registry_is_used(signed: Signed, key_pair
     for k in ("MLSEC_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("MLSEC_HOME", str(tmp_path / "home"))
-    t = signed.trained
+    monkeypatch.setenv("MLSEC_GATE_TRUST_DIR", str(gate_keys.dir))
     with local_registry(tmp_path / "home" / "s3"):
-        version = registry_from_env().register(
-            "credit", signed.bundle, key_pair.public_key, dataset_digest=t.data_evidence.subject.digest,
-            metrics=t.training_evidence.metrics, decisions=signed.decisions, author="alice").version
+        version = signed.register(registry_from_env(), key_pair)
     with LocalS3(tmp_path / "home" / "s3"):  # as while a run holds it: a second server would corrupt its data
         assert main(["registry", "list"]) == 2
         assert "in use by another mlsec process" in capsys.readouterr().err

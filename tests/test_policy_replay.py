@@ -10,7 +10,7 @@ import pytest
 
 from mlsec.cli import main
 from mlsec.config import policy_dir
-from mlsec.gates.decision import write_decisions
+from mlsec.gates.attest import write_history
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.replay import replay_run
 
@@ -21,12 +21,12 @@ from conftest import Signed
 def run(tmp_path: Path, signed: Signed) -> Path:
     """A run directory laid out as kfp.local leaves it: each task's outputs under its own folder."""
     run = tmp_path / "runs" / "mlsec-secure-pipeline-1"
-    data_d, train_d, sign_d = signed.decisions
+    data_d, train_d, sign_d = signed.attested
     signed.trained.data_evidence.write(run / "ingest" / "evidence")
     signed.trained.training_evidence.write(run / "train" / "evidence")
-    write_decisions(run / "gate" / "decisions", [data_d])
-    write_decisions(run / "gate-2" / "decisions", [data_d, train_d])
-    write_decisions(run / "gate-3" / "decisions", [data_d, train_d, sign_d])  # its evidence is not kept here
+    write_history(run / "gate" / "decisions", [data_d])
+    write_history(run / "gate-2" / "decisions", [data_d, train_d])
+    write_history(run / "gate-3" / "decisions", [data_d, train_d, sign_d])  # its evidence is not kept here
     return run
 
 

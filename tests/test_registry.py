@@ -103,7 +103,7 @@ def test_objects_are_encrypted_and_locked(registry: Registry, signed: Signed, ke
     version = _register(registry, signed, key_pair)
     key = f"models/credit/{version}/model/model.safetensors"
     head = registry.s3.head_object(Bucket=registry.bucket, Key=key)
-    assert head["ServerSideEncryption"] == "AES256" and head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ServerSideEncryption"] == "AES256" and head["ObjectLockMode"] == "COMPLIANCE"
     with pytest.raises(ClientError):
         registry.s3.delete_object(Bucket=registry.bucket, Key=key, VersionId=head["VersionId"])
     with pytest.raises(RegistryError, match="immutable"):

@@ -190,7 +190,7 @@ def _policy_eval(args: argparse.Namespace) -> int:
         return 2
     try:
         history = read_decisions(Path(args.decisions)) if args.decisions else []
-    except (OSError, json.JSONDecodeError, ValidationError, TypeError) as e:
+    except (OSError, ValueError, ValidationError, TypeError, KeyError) as e:
         print(f"mlsec: error: {args.decisions} is not a decisions file (a gate task's `decisions` output): {e}",
               file=sys.stderr)
         return 2

@@ -139,11 +139,12 @@ def gate_key_dir(key_dir: Path) -> Path:
 
 
 def gate_signer(environment: str, key_dir: Path, *, create: bool) -> CryptoSigner:
-    """The key this process signs decisions with: MLSEC_GATE_KEY (a mounted Secret in a cluster), else the
-    local <key_dir>/gates/<env>.key, made on first use only where create is allowed (local runs)."""
+    """The key this process signs decisions with: MLSEC_GATE_KEY (a mounted Secret in a cluster), else
+    <env>.key beside the trusted public keys (locally .mlsec/keys/gates/), made on first use only where
+    create is allowed (local runs)."""
     if explicit := os.environ.get("MLSEC_GATE_KEY"):
         return load_signer(Path(explicit))
-    private = key_dir / "gates" / f"{environment}.key"
+    private = gate_key_dir(key_dir) / f"{environment}.key"
     if not private.exists():
         if not create:
             raise AttestationError(f"no gate signing key for {environment}: set MLSEC_GATE_KEY or put "

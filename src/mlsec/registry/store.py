@@ -135,7 +135,7 @@ class Registry:
     def _retain_until(self) -> datetime:
         return datetime.now(timezone.utc) + timedelta(days=self.retention_days)
 
-    def _put_once(self, key: str, body: bytes, mode: str = "GOVERNANCE") -> bool:
+    def _put_once(self, key: str, body: bytes, mode: str = "COMPLIANCE") -> bool:
         """Write a key that must never change: conditional create, encrypted, under retention.
         Returns False when an identical object was already there (an interrupted earlier upload)."""
         try:
@@ -457,13 +457,14 @@ class Registry:
         return self.promote(name, version, stage, rollback=True, **kwargs)
 
     def _lock_compliance(self, name: str, version: str) -> None:
-        """COMPLIANCE retention: not even an administrator can delete or shorten it until it expires."""
+        """Restarts a prod version's COMPLIANCE retention from today. Every record is COMPLIANCE-locked from
+        its first write, since the pipeline's identity may extend retention but never change its mode."""
         until = self._retain_until()
         prefix = self._prefix(name, version)
         for key in self._keys(prefix):
             if key.removeprefix(prefix).startswith(RECORD_DIRS):
                 continue
-            self.s3.put_object_retention(Bucket=self.bucket, Key=key, BypassGovernanceRetention=True,
+            self.s3.put_object_retention(Bucket=self.bucket, Key=key,
                                          Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
 
     def _move_alias(self, name: str, stage: str, record: VersionRecord, decision: Decision,
