@@ -29,7 +29,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, keys.KeyPair
     return out, pair
 
 
-def _rewrite(bundle: Path, out: Path, change: Callable[[dict[str, bytes]], None]) -> Path:
+def _rewrite(bundle: Path, out: Path, change: Callable[[dict[str, bytes]], object]) -> Path:
     files = _read(bundle)
     change(files)
     with tarfile.open(out, "w:gz") as tar:
@@ -154,3 +154,101 @@ def test_cli_signs_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "REFUSED" in capsys.readouterr().err
     assert main(["policy", "bundle", "-o", str(out), "--signing-key", str(pair.public_key)]) == 2
     assert "cannot read private key" in capsys.readouterr().err
+
+
+# -- bundle bombs: refused on what the headers announce, within bounded memory ----------------------
+def _bomb(out: Path, header: tarfile.TarInfo, zeros: int, first: dict[str, bytes] | None = None) -> Path:
+    """A .tar.gz whose member `header` is followed by `zeros` zero bytes, written without ever holding
+    (or compressing) them whole: every 1 MiB of zeros compresses to the same bytes after a full flush."""
+    import struct
+    import zlib
+
+    chunk, crc, size = b"\0" * (1 << 20), 0, 0
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    with out.open("wb") as f:
+        f.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff")
+
+        def put(data: bytes) -> bytes:
+            nonlocal crc, size
+            crc, size = zlib.crc32(data, crc), size + len(data)
+            return deflate.compress(data) + deflate.flush(zlib.Z_FULL_FLUSH)
+
+        for name, payload in (first or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            f.write(put(info.tobuf(tarfile.GNU_FORMAT) + payload + b"\0" * (-len(payload) % 512)))
+        f.write(put(header.tobuf(tarfile.GNU_FORMAT)))
+        block = put(chunk)
+        f.write(block)
+        for _ in range(zeros // len(chunk) - 1):
+            f.write(block)
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+        f.write(put(b"\0" * 1024) + deflate.flush())
+        f.write(struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return out
+
+
+def _rss_growth(bundle: Path, public_key: Path) -> tuple[int, str]:
+    """Peak RSS growth (bytes) of verify() in a fresh interpreter, and what it raised."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from mlsec.gates.bundle import BundleError, verify\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    verify(Path(sys.argv[1]), Path(sys.argv[2])); error = 'none'\n"
+        "except BundleError as e:\n"
+        "    error = str(e)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+        "print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(bundle), str(public_key)], capture_output=True,
+                         text=True, check=True, timeout=120).stdout.splitlines()
+    return int(out[0]), out[1]
+
+
+GIB2 = 2 << 30
+
+
+def test_bundle_bomb_is_refused_within_bounded_memory(signed: tuple[Path, keys.KeyPair], tmp_path: Path) -> None:
+    _, pair = signed
+    info = tarfile.TarInfo("data/data.json")
+    info.size = GIB2
+    bomb = _bomb(tmp_path / "bomb.tar.gz", info, GIB2)
+    assert bomb.stat().st_size < 4 << 20  # a few MiB that expand to 2 GiB
+    growth, error = _rss_growth(bomb, pair.public_key)
+    assert "data/data.json: 2147483648 bytes exceeds the" in error
+    assert growth < 50 << 20, f"verify grew RSS by {growth >> 20} MiB"
+
+
+def test_unsigned_member_after_the_signature_is_refused_unread(signed: tuple[Path, keys.KeyPair],
+                                                               tmp_path: Path) -> None:
+    """Signature first, then a 6 MiB member (under the size limit) it does not list: refused on its name."""
+    bundle, pair = signed
+    files = _read(bundle)
+    assert next(iter(files)) == SIGNATURES  # build writes it first, as OPA does
+    info = tarfile.TarInfo("zzz.rego")
+    info.size = 6 << 20
+    sneaky = _bomb(tmp_path / "sneaky.tar.gz", info, 6 << 20, first=files)
+    with pytest.raises(BundleError, match="zzz.rego is not covered by the bundle signature"):
+        verify(sneaky, pair.public_key)
+
+
+def test_oversized_extended_header_and_too_many_members_are_refused(signed: tuple[Path, keys.KeyPair],
+                                                                    tmp_path: Path) -> None:
+    from mlsec.gates.bundle import Limits
+
+    _, pair = signed
+    longname = tarfile.TarInfo("././@LongLink")
+    longname.type, longname.size = tarfile.GNUTYPE_LONGNAME, GIB2
+    growth, error = _rss_growth(_bomb(tmp_path / "long.tar.gz", longname, GIB2), pair.public_key)
+    assert "extended header of 2147483648 bytes" in error and growth < 50 << 20
+    many = _rewrite(signed[0], tmp_path / "many.tar.gz", lambda f: f.update({f"x{i}.rego": b"" for i in range(20)}))
+    with pytest.raises(BundleError, match="more than 10 members"):
+        verify(many, pair.public_key, Limits(members=10))
+    with pytest.raises(BundleError, match="bundle content exceeds the 1000-byte limit"):
+        verify(signed[0], pair.public_key, Limits(total_bytes=1000))

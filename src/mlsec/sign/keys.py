@@ -10,6 +10,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mlsec.fsutil import write_secret
+
 PRIVATE = "signing.key"
 PUBLIC = "signing.pub"
 
@@ -58,10 +60,8 @@ def create(key_dir: Path, *, overwrite: bool = False) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    # Create with 0600 from the start: no window where the key is world-readable.
-    fd = os.open(pair.private_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    # A new 0600 file renamed into place: never an old file's mode, never through a planted symlink.
+    write_secret(pair.private_key, pem)
     pair.public_key.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
