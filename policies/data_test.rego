@@ -43,8 +43,8 @@ test_failed_contract_denied if {
 test_raw_pii_denied if denied(object.union(good, {"pii": {"raw_pii_remaining": true}}), "raw PII would reach training")
 
 test_undeclared_pii_denied if {
-	ev := object.union(good, {"pii": {"undeclared_findings": [{"column": "notes", "kind": "email", "matches": 3}]}})
-	denied(ev, `column "notes" holds undeclared PII: 3 email values`)
+	ev := object.union(good, {"pii": {"undeclared_findings": [{"column": "#15 (header not in contract)", "kind": "email", "matches": 3}]}})
+	denied(ev, `column "#15 (header not in contract)" holds undeclared PII: 3 email values`)
 }
 
 test_too_few_rows_denied if denied(object.union(good, {"rows": 10}), "row count 10 below minimum")
@@ -59,6 +59,43 @@ test_conflicting_duplicates_denied if {
 
 test_label_rate_out_of_bounds_denied if {
 	denied(object.union(good, {"poisoning": {"label_rate": 0.999}}), "label rate 0.999 outside")
+}
+
+# An integer where a float is usual (canonical JSON writes 0.0 as 0) still renders as a number.
+test_integer_label_rate_renders if {
+	some msg in decide(object.union(good, {"poisoning": {"label_rate": 0}}), "dev").deny
+	msg == "label rate 0 outside [0.02, 0.98]"
+}
+
+failed_ingest := object.union(good, {
+	"rows": 0, "columns": [],
+	"contract": {"passed": false, "failures": []},
+	"poisoning": {"conflicting_duplicates": 0, "label_rate": 0},
+	"errors": [{"code": "source_missing", "message": "dataset not found: nowhere.csv"}],
+})
+
+test_ingest_error_denied_with_its_reason_alone if {
+	d := decide(failed_ingest, "dev")
+	not d.allow
+	d.deny == {"ingest failed (source_missing): dataset not found: nowhere.csv"}
+}
+
+test_malformed_error_entry_denied if {
+	denied(object.union(good, {"errors": ["boom"]}), "ingest failed: malformed error entry")
+}
+
+test_errors_not_a_list_denied if {
+	d := decide(object.union(good, {"errors": "boom"}), "dev")
+	"evidence field errors is not a list" in d.deny
+}
+
+test_contract_failed_without_a_failure_denied if {
+	denied(object.union(good, {"contract": {"passed": false, "failures": []}}), "data contract failed without naming a failure")
+}
+
+test_pii_in_a_header_denied if {
+	finding := {"column": "#3 (header not in contract)", "kind": "email", "matches": 1, "location": "header"}
+	denied(object.union(good, {"pii": {"undeclared_findings": [finding]}}), "the header of column #3 (header not in contract) looks like email")
 }
 
 test_masked_pii_warns if {

@@ -16,6 +16,12 @@ from mlsec.ingest.pii import protect, raw_pii_remaining, scan, undeclared_findin
 from conftest import Trained
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's files are its data directory (sources are allow-listed: mlsec.ingest.source)."""
+    monkeypatch.setenv("MLSEC_DATA_DIRS", str(tmp_path))
+
+
 def test_bundled_sample_is_reproducible(tmp_path: Path) -> None:
     assert sha256_file(sample.write(tmp_path / "s.csv")) == sha256_file(sample_dataset())
 
@@ -55,7 +61,7 @@ def test_contract_violations_are_named(tmp_path: Path, mutate, expected: str) ->
 def test_undeclared_pii_is_found(tmp_path: Path, contract: DataContract) -> None:
     df = pd.DataFrame({"notes": ["call 555-123-4567", "ok", "mail a@b.example.org"], "x": [1, 2, 3]})
     found = {(f.column, f.kind) for f in undeclared_findings(df, contract)}
-    assert found == {("notes", "phone"), ("notes", "email")}
+    assert found == {("#1 (header not in contract)", "phone"), ("#1 (header not in contract)", "email")}
 
 
 def test_credit_cards_need_a_valid_checksum() -> None:
@@ -83,8 +89,10 @@ def test_label_flipping_is_screened(tmp_path: Path, contract: DataContract) -> N
 
 
 def test_missing_dataset_and_bad_contract_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="dataset not found: nowhere.csv"):
-        stage.run("nowhere.csv", contract_path(), tmp_path)
+    missing = stage.run(str(tmp_path / "nowhere.csv"), contract_path(), tmp_path)
+    assert missing.dataset is None
+    assert [(e.code, e.message) for e in missing.evidence.errors] == [
+        ("source_missing", f"dataset not found: {tmp_path / 'nowhere.csv'}")]
     (tmp_path / "c.yaml").write_text("name: x\nversion: '1'\nlabel: y\nfeatures: [a]\ncolumns: {y: {type: int}}\n")
     with pytest.raises(ValueError, match="column 'a' is used but not declared"):
         load_contract(tmp_path / "c.yaml")

@@ -1,4 +1,9 @@
-"""What the data gate receives (mlsec.evidence.data/v1)."""
+"""What the data gate receives (mlsec.evidence.data/v1).
+
+Nothing here is a raw data value: column headers the contract does not name appear as positions,
+contract failures carry counts and redacted examples (mlsec.ingest.redact), and a run that could not
+read or parse its source says why in `errors` (the gate denies on any entry).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ from typing import Literal
 from pydantic import Field
 
 from mlsec.evidence import Evidence, Sha256, Strict
+from mlsec.ingest.errors import ErrorCode
 
 
 class ContractResult(Strict):
     name: str
     version: str
-    sha256: Sha256
+    sha256: Sha256 | None  # None: the contract file could not be read
     passed: bool
     failures: list[str]
 
@@ -21,6 +27,7 @@ class PiiFinding(Strict):
     column: str
     kind: str
     matches: int
+    location: Literal["values", "header"] = "values"
 
 
 class PiiReport(Strict):
@@ -31,13 +38,18 @@ class PiiReport(Strict):
 
 class Provenance(Strict):
     source_uri: str
-    source_sha256: Sha256
+    source_sha256: Sha256 | None  # None: nothing was read (refused, missing or unreadable)
     ingested_by: str
 
 
 class PoisoningScreen(Strict):
     conflicting_duplicates: int = Field(ge=0)
     label_rate: float = Field(ge=0, le=1)
+
+
+class IngestError(Strict):
+    code: ErrorCode
+    message: str = Field(min_length=1)
 
 
 class DataEvidence(Evidence):
@@ -48,3 +60,4 @@ class DataEvidence(Evidence):
     pii: PiiReport
     provenance: Provenance
     poisoning: PoisoningScreen
+    errors: list[IngestError] = []

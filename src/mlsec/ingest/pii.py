@@ -1,4 +1,8 @@
-"""Find PII by pattern in every text column, and drop or mask the columns the contract declares."""
+"""Find PII by pattern in every column (numbers too) and every header; drop or mask declared PII columns.
+
+Scanning reads each cell's text as it was in the file (`cells`: every column read as str), so a card
+number or a dash-less SSN in a numeric column is found as written. Patterns are linear (see patterns.py).
+"""
 
 from __future__ import annotations
 
@@ -8,32 +12,18 @@ import pandas as pd
 
 from mlsec.ingest.contract import DataContract, PiiKind
 from mlsec.ingest.evidence import PiiFinding
-
-# Patterns for raw values; masked values must no longer match them.
-PATTERNS: dict[str, re.Pattern[str]] = {
-    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
-    "ssn": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
-    "phone": re.compile(r"\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b"),
-    "credit_card": re.compile(r"\b(?:\d[ -]?){13,19}\b"),
-}
-
-
-def _luhn(number: str) -> bool:
-    digits = [int(c) for c in number if c.isdigit()]
-    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2) for i, d in enumerate(reversed(digits)))
-    return len(digits) >= 13 and total % 10 == 0
+from mlsec.ingest.patterns import KINDS, has
+from mlsec.ingest.redact import column_label
 
 
 def scan(series: pd.Series) -> dict[str, int]:
     """Count values that look like each kind of PII."""
-    text = series.dropna().astype(str)
+    text = [str(v) for v in series.dropna()]
     counts: dict[str, int] = {}
-    for kind, pattern in PATTERNS.items():
-        hits = text[text.str.contains(pattern)]
-        if kind == "credit_card":
-            hits = hits[hits.map(lambda v: any(_luhn(m) for m in PATTERNS["credit_card"].findall(v)))]
-        if len(hits):
-            counts[kind] = int(len(hits))
+    for kind in KINDS:
+        n = sum(1 for v in text if has(v, kind))
+        if n:
+            counts[kind] = n
     return counts
 
 
@@ -47,14 +37,19 @@ def _mask_value(kind: PiiKind, value: str) -> str:
     return value[:1] + "***"
 
 
-def undeclared_findings(df: pd.DataFrame, contract: DataContract) -> list[PiiFinding]:
+def undeclared_findings(cells: pd.DataFrame, contract: DataContract) -> list[PiiFinding]:
+    """PII in any header, and in the values of any column not declared as PII to drop (a masked column
+    is masked for its own kind only, so any pattern hit there is undeclared too)."""
     declared = contract.pii_columns
-    return [
-        PiiFinding(column=col, kind=kind, matches=n)
-        for col in df.columns
-        if col not in declared and df[col].dtype == object
-        for kind, n in scan(df[col]).items()
-    ]
+    findings: list[PiiFinding] = []
+    for position, col in enumerate(cells.columns):
+        label = column_label(str(col), position, contract.columns)
+        findings += [PiiFinding(column=label, kind=kind, matches=1, location="header")
+                     for kind in scan(pd.Series([str(col)]))]
+        if col in declared and declared[col].action == "drop":
+            continue
+        findings += [PiiFinding(column=label, kind=kind, matches=n) for kind, n in scan(cells[col]).items()]
+    return findings
 
 
 def protect(df: pd.DataFrame, contract: DataContract) -> pd.DataFrame:

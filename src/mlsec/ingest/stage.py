@@ -1,4 +1,11 @@
-"""The ingest stage: source -> validated, PII-protected, fingerprinted dataset + data evidence."""
+"""The ingest stage: source -> validated, PII-protected, fingerprinted dataset + data evidence.
+
+It never raises: a source that is refused, missing, empty, not UTF-8 or not CSV, an unreadable
+contract, or anything unexpected becomes an entry in the evidence's `errors`, which the data gate
+denies with the reason. The dataset is written only when the data is clean (contract passed, no PII
+left or found anywhere), as a new owner-only file; otherwise nothing lands on disk and the subject is
+the digest of no bytes.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +17,63 @@ from pathlib import Path
 import pandas as pd
 
 from mlsec import __version__
+from mlsec.config import sample_dataset
 from mlsec.digest import sha256_bytes, sha256_file
 from mlsec.evidence import Subject
+from mlsec.fsutil import write_secret
 from mlsec.ingest.contract import DataContract, load_contract
-from mlsec.ingest.evidence import ContractResult, DataEvidence, PiiReport, PoisoningScreen, Provenance
+from mlsec.ingest.errors import IngestFailure
+from mlsec.ingest.evidence import (
+    ContractResult, DataEvidence, IngestError, PiiReport, PoisoningScreen, Provenance,
+)
+from mlsec.ingest.patterns import redact
 from mlsec.ingest.pii import protect, raw_pii_remaining, undeclared_findings
+from mlsec.ingest.redact import column_label, safe_message
+from mlsec.ingest.source import read_source
 from mlsec.ingest.validate import validate
 
 log = logging.getLogger(__name__)
 
+MAX_CELL_CHARS = 65_536
+NOTHING = sha256_bytes(b"")  # the subject of a run that wrote no dataset
+DATASET = "data.csv"
+
 
 @dataclass(frozen=True)
 class IngestResult:
-    dataset: Path
+    dataset: Path | None  # None: the data was not clean, nothing was written
     evidence: DataEvidence
 
 
-def read_source(uri: str) -> bytes:
-    """A local path or an s3://bucket/key URI (credentials from the usual AWS environment)."""
-    if uri.startswith("s3://"):
-        from mlsec.registry.s3 import client_from_env
+def parse(raw: bytes, contract: DataContract) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(typed frame for validation, every cell as the text it was in the file, for scanning)."""
+    if not raw.strip():
+        raise IngestFailure("empty", f"the source is empty ({len(raw)} bytes): no header row, no data")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise IngestFailure("not_utf8", f"the source is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset "
+                                        f"{e.start} cannot be decoded; export the file as UTF-8 CSV") from None
+    try:
+        # Text columns stay text: a ZIP like 01234 must not become the number 1234.
+        typed = pd.read_csv(io.StringIO(text), dtype={c: str for c, col in contract.columns.items() if col.type == "str"})
+        cells = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise IngestFailure("empty", "the source has no header row") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        raise IngestFailure("not_csv", f"the source is not a readable CSV: {safe_message(str(e))}") from None
+    return typed, cells
 
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not bucket or not key:
-            raise ValueError(f"not an s3://bucket/key URI: {uri}")
-        return client_from_env().get_object(Bucket=bucket, Key=key)["Body"].read()
-    path = Path(uri)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset not found: {uri}")
-    return path.read_bytes()
+
+def _oversized(cells: pd.DataFrame, contract: DataContract) -> list[IngestError]:
+    errors = []
+    for position, col in enumerate(cells.columns):
+        n = int((cells[col].str.len() > MAX_CELL_CHARS).sum())
+        if n:
+            errors.append(IngestError(code="cell_too_long", message=(
+                f"column {column_label(str(col), position, contract.columns)}: {n} cells longer than "
+                f"{MAX_CELL_CHARS} characters; no field of this dataset should be that long")))
+    return errors
 
 
 def poisoning_screen(df: pd.DataFrame, contract: DataContract) -> PoisoningScreen:
@@ -52,37 +87,73 @@ def poisoning_screen(df: pd.DataFrame, contract: DataContract) -> PoisoningScree
     return PoisoningScreen(conflicting_duplicates=conflicts, label_rate=rate)
 
 
-def run(source: str, contract_file: Path, out_dir: Path, name: str = "dataset") -> IngestResult:
-    contract = load_contract(contract_file)
-    raw = read_source(source)
-    log.info("ingest: read %d bytes from %s", len(raw), source)
-    try:
-        # Text columns stay text: a ZIP like 01234 must not become the number 1234.
-        text = {c: str for c, col in contract.columns.items() if col.type == "str"}
-        df = pd.read_csv(io.BytesIO(raw), dtype=text)
-    except (ValueError, pd.errors.ParserError) as e:
-        raise ValueError(f"{source} is not a readable CSV: {e}") from e
-    failures = validate(df, contract)
+def _provenance(uri: str, raw: bytes | None) -> Provenance:
+    return Provenance(source_uri=redact(uri), source_sha256=sha256_bytes(raw) if raw is not None else None,
+                      ingested_by=f"mlsec {__version__}")
+
+
+def _ingest(uri: str, raw: bytes, contract: DataContract, out_dir: Path, name: str) -> IngestResult:
+    typed, cells = parse(raw, contract)
+    failures = validate(typed, contract)
     log.info("ingest: contract %s@%s -> %d failures", contract.name, contract.version, len(failures))
-    findings = undeclared_findings(df, contract)
-    protected = protect(df, contract)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = out_dir / "data.csv"
-    protected.to_csv(dataset, index=False, lineterminator="\n")
+    findings = undeclared_findings(cells, contract)
+    errors = _oversized(cells, contract)
+    protected = protect(typed, contract)
+    remaining = raw_pii_remaining(protected, contract)
+    dataset = None
+    if not (failures or findings or remaining or errors):  # only clean data is ever written
+        dataset = out_dir / DATASET
+        write_secret(dataset, protected.to_csv(index=False, lineterminator="\n").encode())
+    labels = {c: column_label(str(c), i, contract.columns) for i, c in enumerate(typed.columns)}
     evidence = DataEvidence(
-        subject=Subject(name=name, digest=sha256_file(dataset)),
+        subject=Subject(name=name, digest=sha256_file(dataset) if dataset else NOTHING),
         rows=len(protected),
-        columns=list(protected.columns),
-        contract=ContractResult(
-            name=contract.name, version=contract.version, sha256=contract.sha256,
-            passed=not failures, failures=failures,
-        ),
-        pii=PiiReport(
-            declared={c: p.action for c, p in contract.pii_columns.items()},
-            undeclared_findings=findings,
-            raw_pii_remaining=raw_pii_remaining(protected, contract),
-        ),
-        provenance=Provenance(source_uri=source, source_sha256=sha256_bytes(raw), ingested_by=f"mlsec {__version__}"),
+        columns=[labels[c] for c in protected.columns],
+        contract=ContractResult(name=contract.name, version=contract.version, sha256=contract.sha256,
+                                passed=not failures, failures=failures),
+        pii=PiiReport(declared={c: p.action for c, p in contract.pii_columns.items()},
+                      undeclared_findings=findings, raw_pii_remaining=remaining),
+        provenance=_provenance(uri, raw),
         poisoning=poisoning_screen(protected, contract),
+        errors=errors,
     )
     return IngestResult(dataset=dataset, evidence=evidence)
+
+
+def _failed(uri: str, contract: DataContract | None, raw: bytes | None, error: IngestError, name: str) -> IngestResult:
+    log.warning("ingest: %s", error.message)
+    evidence = DataEvidence(
+        subject=Subject(name=name, digest=NOTHING),
+        rows=0,
+        columns=[],
+        contract=ContractResult(name=contract.name if contract else "unreadable", version=contract.version if contract else "",
+                                sha256=contract.sha256 if contract else None, passed=False, failures=[]),
+        pii=PiiReport(declared={c: p.action for c, p in contract.pii_columns.items()} if contract else {},
+                      undeclared_findings=[], raw_pii_remaining=False),
+        provenance=_provenance(uri, raw),
+        poisoning=PoisoningScreen(conflicting_duplicates=0, label_rate=0.0),
+        errors=[error],
+    )
+    return IngestResult(dataset=None, evidence=evidence)
+
+
+def run(source: str, contract_file: Path, out_dir: Path, name: str = "dataset") -> IngestResult:
+    """Ingest source (a path, an s3:// URI, or "" for the bundled sample) into out_dir/data.csv."""
+    uri = source or str(sample_dataset())
+    (out_dir / DATASET).unlink(missing_ok=True)  # a denied run must not leave an earlier copy behind
+    try:
+        contract = load_contract(contract_file)
+    except ValueError as e:
+        return _failed(uri, None, None, IngestError(code="contract_invalid", message=safe_message(str(e))), name)
+    raw = None
+    try:
+        raw = read_source(uri)
+        log.info("ingest: read %d bytes from %s", len(raw), redact(uri))
+        return _ingest(uri, raw, contract, out_dir, name)
+    except IngestFailure as e:
+        error = IngestError(code=e.code, message=e.message)
+    except Exception as e:  # noqa: BLE001 - the task must not crash: this too is a recorded deny
+        error = IngestError(code="internal", message=f"ingest failed unexpectedly: {type(e).__name__}: "
+                                                     f"{safe_message(str(e))}")
+    (out_dir / DATASET).unlink(missing_ok=True)
+    return _failed(uri, contract, raw, error, name)

@@ -1,18 +1,28 @@
-"""The ingest stage as a pipeline task."""
+"""The ingest stage as a pipeline task. It does not fail: a bad source is a data-gate deny with the reason.
+
+The dataset artifact is the clean dataset (0600), or an empty 0600 file when the data was refused (the
+evidence's subject is then the digest of no bytes), so the artifact exists for KFP either way.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from mlsec.config import contract_path, sample_dataset
+from mlsec.config import contract_path
+from mlsec.fsutil import write_secret
 from mlsec.ingest import stage
 
 
 def run(source: str, contract: str, dataset_out: Path, evidence_out: Path) -> None:
     work = dataset_out.with_name(dataset_out.name + ".work")
-    result = stage.run(source or str(sample_dataset()), Path(contract) if contract else contract_path(), work,
-                       name="dataset")
-    shutil.move(result.dataset, dataset_out)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        result = stage.run(source, Path(contract) if contract else contract_path(), work, name="dataset")
+        if result.dataset is not None:
+            os.replace(result.dataset, dataset_out)  # same directory: a rename, the 0600 file itself
+        else:
+            write_secret(dataset_out, b"")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     result.evidence.write(evidence_out)

@@ -1,13 +1,20 @@
-"""Validate a dataset against its contract with great-expectations; failures name column and rule."""
+"""Validate a dataset against its contract with great-expectations; failures name column and rule.
+
+great-expectations reports sample unexpected values; they pass through the redactor first: a failure
+carries the row count and redacted examples (mlsec.ingest.redact), none at all for a PII column, and
+headers the contract does not name appear only as their position.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from mlsec.ingest.contract import Column, DataContract
+from mlsec.ingest.redact import column_label, describe_value, safe_message
 
 # pandas dtypes accepted for each contract type (an integer column is a valid float column).
 _DTYPES = {
@@ -40,25 +47,32 @@ def _column_expectations(gxe: Any, name: str, col: Column) -> list[Any]:
     return exps
 
 
-def _describe(res: Any) -> str:
+def _table(detail: dict[str, Any], contract: DataContract, columns: Sequence[str]) -> str:
+    expected, observed = list(contract.columns), list(columns)
+    missing = [c for c in expected if c not in observed]
+    unexpected = [column_label(c, i, contract.columns) for i, c in enumerate(observed) if c not in contract.columns]
+    return "table: " + ", ".join([*([f"missing columns {missing}"] if missing else []),
+                                  *([f"unexpected columns {unexpected}"] if unexpected else [])])
+
+
+def _describe(res: Any, contract: DataContract, columns: Sequence[str]) -> str:
     cfg = res.expectation_config
-    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in {"column", "batch_id"}}
-    where = cfg.kwargs.get("column", "table")
     detail = res.result or {}
+    if cfg.type == "expect_table_columns_to_match_set":
+        return _table(detail, contract, columns)
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in {"column", "batch_id"}}  # from the contract
+    where = cfg.kwargs.get("column", "table")
     parts = [f"{where}: {cfg.type}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) failed"]
     if "unexpected_count" in detail:
         parts.append(f"on {detail['unexpected_count']} rows")
-    if detail.get("partial_unexpected_list"):
-        parts.append(f"e.g. {detail['partial_unexpected_list'][:3]}")
-    if cfg.type == "expect_table_columns_to_match_set":
-        expected, observed = set(cfg.kwargs["column_set"]), set(detail.get("observed_value") or [])
-        missing, unexpected = sorted(expected - observed), sorted(observed - expected)
-        parts = ["table: " + ", ".join([*([f"missing columns {missing}"] if missing else []),
-                                        *([f"unexpected columns {unexpected}"] if unexpected else [])])]
-    elif "observed_value" in detail:
-        parts.append(f"observed {detail['observed_value']}")
+    samples = detail.get("partial_unexpected_list") or []
+    if samples and where not in contract.pii_columns:  # never a value from a PII column, even redacted
+        parts.append(f"e.g. [{', '.join(describe_value(v) for v in samples[:3])}]")
+    observed = detail.get("observed_value")
+    if cfg.type == "expect_column_values_to_be_in_type_list" and isinstance(observed, str) and observed.isidentifier():
+        parts.append(f"observed {observed}")  # a dtype name, not data
     if res.exception_info and res.exception_info.get("raised_exception"):
-        parts.append(f"error: {res.exception_info.get('exception_message')}")
+        parts.append(f"error: {safe_message(str(res.exception_info.get('exception_message')))}")
     return " ".join(parts)
 
 
@@ -78,4 +92,4 @@ def validate(df: pd.DataFrame, contract: DataContract) -> list[str]:
     )
     suite = gx.ExpectationSuite(name=f"{contract.name}-{contract.version}", expectations=_expectations(contract, set(df.columns)))
     result = batch.validate(suite)
-    return [_describe(r) for r in result.results if not r.success]
+    return [_describe(r, contract, [str(c) for c in df.columns]) for r in result.results if not r.success]
