@@ -79,3 +79,39 @@ class ApiKeys:
             if hmac.compare_digest(h, digest):
                 return client
         return None
+
+
+class Lockout:
+    """Failed authentications per source address: past max_failures within window_s, the address is
+    locked out for lockout_s. Checked before any key lookup, so guessing keys costs the guesser time."""
+
+    def __init__(self, max_failures: int = 20, window_s: float = 60.0, lockout_s: float = 300.0,
+                 max_addresses: int = 100_000) -> None:
+        self.max_failures, self.window_s, self.lockout_s = max_failures, window_s, lockout_s
+        self.max_addresses = max_addresses
+        self._failures: dict[str, list[float]] = {}
+        self._until: dict[str, float] = {}
+
+    def locked(self, address: str, now: float) -> float:
+        """Seconds this address stays locked out (0.0: not locked)."""
+        until = self._until.get(address, 0.0)
+        if until <= now:
+            self._until.pop(address, None)
+            return 0.0
+        return until - now
+
+    def failed(self, address: str, now: float) -> None:
+        if address not in self._failures and len(self._failures) >= self.max_addresses:
+            self._prune(now)
+        recent = [t for t in self._failures.get(address, []) if t > now - self.window_s] + [now]
+        self._failures[address] = recent
+        if len(recent) >= self.max_failures:
+            self._until[address] = now + self.lockout_s
+            del self._failures[address]
+
+    def _prune(self, now: float) -> None:
+        for address in [a for a, ts in self._failures.items() if ts[-1] <= now - self.window_s]:
+            del self._failures[address]
+        if len(self._failures) >= self.max_addresses:  # a flood of fresh addresses: forget the oldest half
+            for address in sorted(self._failures, key=lambda a: self._failures[a][-1])[: len(self._failures) // 2]:
+                del self._failures[address]

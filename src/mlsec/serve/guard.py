@@ -20,7 +20,8 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge, Histogram
 
-from mlsec.serve.auth import ApiKeys
+from mlsec.serve import inputs
+from mlsec.serve.auth import ApiKeys, Lockout
 from mlsec.serve.monitor import DriftMonitor, ExtractionMonitor
 from mlsec.serve.openapi import spec
 from mlsec.train.model import ModelConfig
@@ -45,6 +46,9 @@ class GuardConfig:
     rate: str = "50/second"
     flagged_rate: str = "1/second"  # what a flagged client is throttled to
     audit_log: Path | None = None  # None: one JSON line per request on stdout (for the cluster's log pipeline)
+    max_bad_keys: int = 20  # failed authentications per source address within bad_key_window_s ...
+    bad_key_window_s: float = 60.0
+    lockout_s: float = 300.0  # ... before the address is locked out for this long
 
 
 class Guard:
@@ -55,8 +59,10 @@ class Guard:
         for feature in cfg.features:
             # Computed when /metrics is scraped, from incrementally kept bin counts: always current, cheap.
             DRIFT.labels(model, feature).set_function(self._psi_of(feature))
+        FLAGGED.labels(model).set_function(lambda: len(self.extraction.flagged))  # flags decay
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
+        self.lockout = Lockout(settings.max_bad_keys, settings.bad_key_window_s, settings.lockout_s)
         self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
                                              "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}",
                                              f"/v2/models/{model}/ready")}
@@ -77,14 +83,17 @@ class Guard:
             await self._inference(scope, receive, send, self.infer[key])
         else:
             # Model repository load/unload, docs, unknown models: none of it is exposed.
-            await _reply(send, 404, {"error": f"no such route: {scope['method']} {scope['path']}"})
+            await _reply(send, 404, {"error": "no such route"})
 
-    async def _inference(self, scope: Scope, receive: Receive, send: Send, protocol: str) -> None:
+    async def _inference(self, scope: Scope, receive: Receive, send_on: Send, protocol: str) -> None:
         started = time.perf_counter()
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        who = self.keys.client(_presented_key(headers))
         client: str | None = None
-        status, reason, digest, flagged = 0, "", "", None
+        status, reason, digest, flagged, replied = 0, "", "", None, False
+
+        async def send(message: Message) -> None:
+            nonlocal replied
+            replied = replied or message["type"] == "http.response.start"
+            await send_on(message)
 
         async def refuse(code: int, why: str, message: str, extra: dict[str, str] | None = None) -> None:
             nonlocal status, reason
@@ -93,24 +102,34 @@ class Guard:
             await _reply(send, code, {"error": message}, extra)
 
         try:
+            # Header bytes are latin-1 by the HTTP and ASGI specs: any byte decodes, nothing raises.
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            address = str((scope.get("client") or ("unknown",))[0])
+            locked = self.lockout.locked(address, time.monotonic())
+            if locked:  # before any key lookup
+                await refuse(429, "locked_out", "too many failed authentications from this address",
+                             {"retry-after": str(math.ceil(locked))})
+                return
+            who = self.keys.client(_presented_key(headers))
             if who is None:
+                self.lockout.failed(address, time.monotonic())
                 await refuse(401, "unauthenticated", "missing or invalid API key", {"www-authenticate": "Bearer"})
                 return
             client = who.id
             if not who.may_use(self.model):
                 await refuse(403, "forbidden", f"this key is not allowed to use model {self.model!r}")
                 return
-            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                await refuse(415, "content_type", "content-type must be application/json")
+            if not _is_json(headers.get("content-type", "")):
+                await refuse(415, "content_type", "content-type must be application/json (charset utf-8)")
                 return
             declared = headers.get("content-length") or "0"
-            if not declared.isdigit():
+            if not declared.isdigit() or len(declared) > 18:
                 await refuse(400, "bad_length", "content-length must be a number")
                 return
             if int(declared) > self.settings.max_body_bytes:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
-            limit = self.flagged_rate if client in self.extraction.flagged else self.rate
+            limit = self.flagged_rate if self.extraction.is_flagged(client) else self.rate
             if not self.limiter.hit(limit, self.model, client):
                 await refuse(429, "rate_limited", f"rate limit {limit} exceeded", {"retry-after": "1"})
                 return
@@ -120,19 +139,24 @@ class Guard:
                 return
             digest = hashlib.sha256(body).hexdigest()
             try:
-                doc = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                await refuse(400, "invalid_json", "body is not valid JSON")
+                doc = inputs.parse_json(body)
+                rows = inputs.rows(doc, protocol, self.cfg)  # the model's own parser: monitors see what it scores
+            except inputs.BadRequest as e:
+                await refuse(e.status, "invalid_json" if e.status == 400 and "JSON" in str(e) else "invalid_input",
+                             str(e))
                 return
-            rows = self._rows(doc, protocol)
             flagged = self.extraction.observe(client, rows)
-            FLAGGED.labels(self.model).set(len(self.extraction.flagged))
-            status = await self._forward(scope, body, send)
-            reason = "served" if status < 400 else "invalid_input"
+            status = await self._forward(scope, inputs.canonical(doc, protocol, rows, self.cfg), send)
+            reason = "served" if status < 400 else "invalid_input" if status < 500 else "error"
             if status < 400:
                 self.drift.observe(rows)  # drift is about what the model actually scored
             else:
                 REJECTED.labels(self.model, reason).inc()
+        except Exception as e:  # never a dropped connection, never a traceback or a value in the log
+            status, reason = 500, "error"
+            log.error("serve: internal error (%s) on a request with input_sha256 %s", type(e).__name__, digest or "-")
+            if not replied:
+                await _reply(send_on, 500, {"error": "internal error"})
         finally:
             elapsed = time.perf_counter() - started
             REQUESTS.labels(self.model, str(status)).inc()
@@ -150,24 +174,14 @@ class Guard:
             raise ValueError("the model carries no training profile: retrain it with this version of mlsec")
         return {"extraction": ExtractionMonitor(cfg.profile, cfg.features), "drift": DriftMonitor(cfg.profile, cfg.features)}
 
-    def _rows(self, doc: Any, protocol: str) -> list[list[float]]:
-        """Well-formed, finite numeric rows for the monitors; the model itself rejects anything else."""
-        feats = self.cfg.features
-        try:
-            if protocol == "v1":
-                rows = [[float(i[f]) for f in feats] for i in doc["instances"]
-                        if isinstance(i, dict) and all(isinstance(i.get(f), (int, float)) for f in feats)]
-            else:
-                (tensor,) = [t for t in doc["inputs"] if t.get("name") == "input"]
-                flat = [float(v) for v in tensor["data"]]
-                rows = [flat[r:r + len(feats)] for r in range(0, len(flat) - len(feats) + 1, len(feats))]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return []
-        return [row for row in rows if all(math.isfinite(v) for v in row)]
-
     async def _forward(self, scope: Scope, body: bytes, send: Send) -> int:
+        """Runs the model on the validated body; a 5xx from it goes out as a bare "internal error"."""
         sent = False
         status = 500
+        # The model sees the canonical body with canonical headers (kserve compares media types case-sensitively).
+        replaced = {b"content-length", b"content-type"}
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
+                 + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
 
         async def replay() -> Message:
             nonlocal sent
@@ -180,6 +194,12 @@ class Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if status >= 500:
+                    log.error("serve: the model failed (status %d)", status)
+                    await _reply(send, status, {"error": "internal error"})
+                    return
+            elif status >= 500:
+                return  # the model's own error body (it may quote the input) is dropped
             await send(message)
 
         await self.app(scope, replay, capture)
@@ -199,6 +219,18 @@ class Guard:
             print(line, flush=True)
         if flagged:
             log.warning("serve: client %s flagged: %s", client, flagged)
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json, compared case-insensitively, with parameters; only a UTF-8 charset."""
+    media, *params = content_type.split(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
 
 
 def _presented_key(headers: dict[str, str]) -> str | None:

@@ -51,38 +51,91 @@ class BinCounts:
 
 @dataclass
 class ExtractionMonitor:
-    """Flags a client that, over a sliding window, sends too many queries or sweeps the input space."""
+    """Flags a client that, over a sliding time window, sends too many queries or sweeps the input space.
+
+    A sweep covers the contract's ranges, so in most features most of its rows land in the open-ended
+    tail bins of the training distribution (below its 10th or above its 90th percentile), where real
+    applicants put about a fifth. The statistic is the median over features of that excess tail share:
+    a client whose applicants are unusual in one or two features (one segment, one applicant scored
+    repeatedly) is not flagged. It is judged only on at least min_queries rows, and a flag decays:
+    it lapses hold_s after the client's window last looked like a sweep.
+    """
 
     profile: dict[str, FeatureProfile]
     features: Sequence[str]
-    window_s: float = 60.0
-    max_queries: int = 600
-    min_queries: int = 50  # coverage is judged only once a client has sent this many rows
-    max_divergence: float = 1.0  # mean PSI of the client's inputs vs training
+    window_s: float = 600.0
+    max_queries: int = 6000
+    min_queries: int = 100  # coverage is judged only once a client has sent this many rows in the window
+    max_tail_excess: float = 0.3  # median over features of (tail share - the training tail share)
+    hold_s: float = 600.0
+    max_clients: int = 10000  # state kept per client; the stalest are forgotten beyond this
     _seen: dict[str, deque[tuple[float, tuple[int, ...]]]] = field(default_factory=dict)
     _counts: dict[str, BinCounts] = field(default_factory=dict)
-    flagged: dict[str, str] = field(default_factory=dict)
+    _flags: dict[str, tuple[float, str]] = field(default_factory=dict)  # client -> (expires, reason)
+
+    def __post_init__(self) -> None:
+        tails = []
+        for f in self.features:
+            e = self.profile[f].expected
+            tails.append(e[0] + e[-1])
+        self._tails = np.array(tails)
+
+    @property
+    def flagged(self) -> dict[str, str]:
+        """Clients flagged now (expired flags dropped)."""
+        now = time.monotonic()
+        for client in [c for c, (until, _) in self._flags.items() if until <= now]:
+            del self._flags[client]
+        return {c: why for c, (_, why) in self._flags.items()}
+
+    def is_flagged(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        flag = self._flags.get(client)
+        return flag is not None and flag[0] > now
+
+    def tail_excess(self, counts: BinCounts) -> float:
+        if counts.n == 0:
+            return 0.0
+        share = np.array([counts.counts[i, 0] + counts.counts[i, len(self.profile[f].expected) - 1]
+                          for i, f in enumerate(self.features)]) / counts.n
+        return float(np.median(share - self._tails))
 
     def observe(self, client: str, rows: Sequence[Sequence[float]], now: float | None = None) -> str | None:
-        """Records the rows; returns the reason if this client is (now) flagged. Flags stick."""
+        """Records the rows; returns the reason if this client is flagged now."""
         now = time.monotonic() if now is None else now
+        if client not in self._seen and len(self._seen) >= self.max_clients:
+            self._forget(now)
         seen = self._seen.setdefault(client, deque())
         counts = self._counts.setdefault(client, BinCounts(self.profile, self.features))
         for row in rows:
             cells = counts.cells(row)
             seen.append((now, cells))
             counts.add(cells)
-        while seen and seen[0][0] < now - self.window_s:
+        while seen and seen[0][0] <= now - self.window_s:
             counts.add(seen.popleft()[1], -1)
         n = len(seen)
-        if client not in self.flagged and n > self.max_queries:
-            self.flagged[client] = f"{n} queries in {self.window_s:.0f}s (limit {self.max_queries})"
-        elif client not in self.flagged and n >= self.min_queries:
-            divergence = float(np.mean(counts.psi()))
-            if divergence > self.max_divergence:
-                self.flagged[client] = (f"input-space sweep: its last {n} inputs diverge from real applicants "
-                                        f"(mean PSI {divergence:.2f} > {self.max_divergence})")
-        return self.flagged.get(client)
+        reason = None
+        if n > self.max_queries:
+            reason = f"{n} queries in {self.window_s:.0f}s (limit {self.max_queries})"
+        elif n >= self.min_queries:
+            excess = self.tail_excess(counts)
+            if excess > self.max_tail_excess:
+                reason = (f"input-space sweep: its last {n} inputs fall in the training tails far more than real "
+                          f"applicants (median excess {excess:.2f} > {self.max_tail_excess})")
+        if reason:
+            self._flags[client] = (now + self.hold_s, reason)
+        flag = self._flags.get(client)
+        if flag and flag[0] <= now:
+            del self._flags[client]
+            flag = None
+        return flag[1] if flag else None
+
+    def _forget(self, now: float) -> None:
+        stale = sorted(self._seen, key=lambda c: self._seen[c][-1][0] if self._seen[c] else 0.0)
+        for client in stale[: max(1, len(stale) // 10)]:
+            if not self.is_flagged(client, now):
+                self._seen.pop(client)
+                self._counts.pop(client, None)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlsec.serve.model import MAX_BATCH
+from mlsec.serve.inputs import MAX_BATCH
 from mlsec.train.model import ModelConfig
 
 
@@ -19,12 +19,18 @@ def spec(model: str, cfg: ModelConfig) -> dict[str, Any]:
     instance = {"type": "object", "properties": feature, "required": list(cfg.features), "additionalProperties": False}
     error = {"description": "refused", "content": {"application/json": {"schema": {
         "type": "object", "properties": {"error": {"type": "string"}}}}}}
-    refusals = {str(c): error for c in (400, 401, 403, 413, 415, 429)}
-    tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+    refusals = {str(c): error for c in (400, 401, 403, 413, 415, 422, 429)}
+    numbers = {"type": "array", "items": {"type": "number"}}
+    datatype = {"type": "string", "enum": ["FP32", "FP64", "INT32", "INT64"]}
+    # One tensor "input" [N, features], data flat or nested; or one tensor per feature, shape [N] or [N, 1].
+    batch = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string", "enum": ["input"]},
         "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
-        "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
-        "data": {"type": "array", "items": {"type": "number"}}}}
+        "datatype": datatype, "data": {"type": "array", "items": {"anyOf": [{"type": "number"}, numbers]}}}}
+    column = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+        "name": {"type": "string", "enum": list(cfg.features)},
+        "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2},
+        "datatype": datatype, "data": numbers}}
     health = {"get": {"responses": {"200": {"description": "ok"}}}}
     return {
         "openapi": "3.0.3",
@@ -40,7 +46,9 @@ def spec(model: str, cfg: ModelConfig) -> dict[str, Any]:
             f"/v2/models/{model}/infer": {"post": {
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["inputs"], "properties": {
-                        "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1}}}}}},
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "items": {"anyOf": [batch, column]}, "minItems": 1,
+                                   "maxItems": len(cfg.features)}}}}}},
                 "responses": {"200": {"description": "outputs label (INT64) and probability (FP32)"}, **refusals}}},
             f"/v1/models/{model}": {**health},
             f"/v2/models/{model}": {**health},
