@@ -9,11 +9,15 @@ from kfp.dsl import PipelineTask
 
 UID = 10001
 CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
-               "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR"]
+               "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
+               "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
+GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
+GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
 
 
-def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False) -> PipelineTask:
+def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False,
+           gate_key: bool = False) -> PipelineTask:
     kubernetes.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     kubernetes.use_config_map_as_env(task, "mlsec-config", {k: k for k in CONFIG_KEYS})
     task.set_caching_options(False)  # every run must produce fresh evidence and decisions
@@ -23,6 +27,11 @@ def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, p
     if signing_key or public_key:
         secret = "mlsec-signing-key" if signing_key else "mlsec-signing-pub"
         kubernetes.use_secret_as_volume(task, secret, mount_path=SIGNING_DIR)
+    # Every task verifies signed decisions; only gate tasks (and promote) hold the environment's gate key,
+    # a Secret of the namespace the environment's runs use, apart from the model-signing key.
+    kubernetes.use_config_map_as_volume(task, "mlsec-gate-trust", mount_path=GATE_TRUST_DIR)
+    if gate_key:
+        kubernetes.use_secret_as_volume(task, "mlsec-gate-key", mount_path=GATE_KEY_DIR)
     return task
 
 

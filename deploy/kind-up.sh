@@ -64,6 +64,16 @@ for ns in kubeflow mlsec-serving; do
   kubectl -n "$ns" create secret generic mlsec-signing-pub --from-file="$tmp/keys/signing.pub" \
     --dry-run=client -o yaml | kubectl apply -f -
 done
+# Gate keys sign every decision (docs/trust.md): one per environment, apart from the model key. This kind
+# cluster runs the dev environment; its pipeline namespace holds dev's private key only, and every reader
+# trusts the public keys of all environments.
+for env in dev staging prod audit; do $VENV/mlsec keys gate-key "$env" --dir "$tmp/gates"; done
+kubectl -n kubeflow create secret generic mlsec-gate-key --from-file=gate.key="$tmp/gates/dev.key" \
+  --from-file=audit.key="$tmp/gates/audit.key" --dry-run=client -o yaml | kubectl apply -f -
+for ns in kubeflow mlsec-serving; do
+  kubectl -n "$ns" create configmap mlsec-gate-trust --from-file="$tmp/gates/dev.pub" --from-file="$tmp/gates/staging.pub" \
+    --from-file="$tmp/gates/prod.pub" --from-file="$tmp/gates/audit.pub" --dry-run=client -o yaml | kubectl apply -f -
+done
 
 # The policy bundle is signed; OPA verifies it with the public key from a Secret, so the identity that
 # rolls out bundles (update on the ConfigMap) cannot change the gates without the policy signing key.

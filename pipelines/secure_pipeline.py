@@ -26,27 +26,27 @@ def secure_pipeline(
     epochs: int = 30,
 ) -> None:
     data = harden(ingest(source=source, contract=contract), s3=True)
-    data_gate = harden(gate(gate="data", environment=environment, evidence=data.outputs["evidence"]))
+    data_gate = harden(gate(gate="data", environment=environment, evidence=data.outputs["evidence"]), gate_key=True)
     with dsl.If(data_gate.outputs["Output"] == "allow", name="data-allowed"):
         model = gpu(harden(train(dataset=data.outputs["dataset"], contract=contract, model_name=model_name,
                                  epochs=epochs)))
         train_gate = harden(gate(gate="training", environment=environment, evidence=model.outputs["evidence"],
-                                 history=data_gate.outputs["decisions"]))
+                                 history=data_gate.outputs["decisions"]), gate_key=True)
         with dsl.If(train_gate.outputs["Output"] == "allow", name="training-allowed"):
             signed = harden(sign(model=model.outputs["model"], data_evidence=data.outputs["evidence"],
                                  decisions=train_gate.outputs["decisions"], model_name=model_name,
                                  invocation=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), signing_key=True)
             sign_gate = harden(gate(gate="signing", environment=environment, evidence=signed.outputs["evidence"],
-                                    history=train_gate.outputs["decisions"]), public_key=True)
+                                    history=train_gate.outputs["decisions"]), public_key=True, gate_key=True)
             with dsl.If(sign_gate.outputs["Output"] == "allow", name="signing-allowed"):
                 promoted = harden(promote(signed=signed.outputs["signed"], training_evidence=model.outputs["evidence"],
                                           data_evidence=data.outputs["evidence"],
                                           decisions=sign_gate.outputs["decisions"], model_name=model_name,
                                           stage=stage, author=author, environment=environment),
-                                  s3=True, public_key=True)
+                                  s3=True, public_key=True, gate_key=True)
                 deploy_gate = harden(gate(gate="deployment", environment=environment,
                                           evidence=promoted.outputs["release"],
-                                          history=promoted.outputs["decisions_out"]))
+                                          history=promoted.outputs["decisions_out"]), gate_key=True)
                 with dsl.If(deploy_gate.outputs["Output"] == "allow", name="deployment-allowed"):
                     harden(serve(release=promoted.outputs["release"], decisions=deploy_gate.outputs["decisions"]),
                            s3=True, public_key=True)

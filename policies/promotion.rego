@@ -114,17 +114,17 @@ deny contains msg if {
 
 deny contains msg if {
 	ev.metrics.accuracy < stage.min_accuracy
-	msg := sprintf("accuracy %.3f below %s-stage minimum %.3f", [ev.metrics.accuracy, ev.target_stage, stage.min_accuracy])
+	msg := sprintf("accuracy %v below %s-stage minimum %v", [r3(ev.metrics.accuracy), ev.target_stage, r3(stage.min_accuracy)])
 }
 
 deny contains msg if {
 	ev.metrics.auc < stage.min_auc
-	msg := sprintf("AUC %.3f below %s-stage minimum %.3f", [ev.metrics.auc, ev.target_stage, stage.min_auc])
+	msg := sprintf("AUC %v below %s-stage minimum %v", [r3(ev.metrics.auc), ev.target_stage, r3(stage.min_auc)])
 }
 
 deny contains msg if {
 	count(independent_approvals) < stage.min_approvals
-	msg := sprintf("%s needs %d signed approvals from its approvers other than the promoter %q, has %d", [ev.target_stage, stage.min_approvals, ev.author, count(independent_approvals)])
+	msg := sprintf("%s needs %v signed approvals from its approvers other than the promoter %q, has %v", [ev.target_stage, stage.min_approvals, ev.author, count(independent_approvals)])
 }
 
 deny contains msg if {
@@ -171,3 +171,6 @@ warn contains msg if {
 }
 
 decision := {"allow": count(deny) == 0, "deny": deny, "warn": warn}
+
+# Numbers in reasons: three decimals at most, rendered with %v so an integral value (0, 1) prints too.
+r3(x) := round(x * 1000) / 1000

@@ -140,13 +140,13 @@ test_data_decision_must_match_dataset if {
 test_prod_accuracy_bar if {
 	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol], "metrics": {"accuracy": 0.81}})
 	some msg in decide(ev, "prod", earlier).deny
-	contains(msg, "accuracy 0.810 below prod-stage minimum")
+	contains(msg, "accuracy 0.81 below prod-stage minimum 0.85")
 }
 
 test_prod_auc_bar if {
 	ev := object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol], "metrics": {"auc": 0.81}})
 	some msg in decide(ev, "prod", earlier).deny
-	contains(msg, "AUC 0.810 below prod-stage minimum")
+	contains(msg, "AUC 0.81 below prod-stage minimum 0.85")
 }
 
 prod_with(approvals, author) := decide(object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": approvals, "author": author}), "prod", earlier)

@@ -31,17 +31,17 @@ deny contains msg if {
 
 deny contains msg if {
 	ev.metrics.accuracy < cfg.min_accuracy
-	msg := sprintf("accuracy %.3f below %s minimum %.3f", [ev.metrics.accuracy, input.environment, cfg.min_accuracy])
+	msg := sprintf("accuracy %v below %s minimum %v", [r3(ev.metrics.accuracy), input.environment, r3(cfg.min_accuracy)])
 }
 
 deny contains msg if {
 	ev.metrics.auc < cfg.min_auc
-	msg := sprintf("AUC %.3f below %s minimum %.3f", [ev.metrics.auc, input.environment, cfg.min_auc])
+	msg := sprintf("AUC %v below %s minimum %v", [r3(ev.metrics.auc), input.environment, r3(cfg.min_auc)])
 }
 
 deny contains msg if {
 	ev.fairness.demographic_parity_difference > cfg.max_demographic_parity_difference
-	msg := sprintf("demographic parity difference %.3f on %q above %s maximum %.3f", [ev.fairness.demographic_parity_difference, ev.fairness.protected_attribute, input.environment, cfg.max_demographic_parity_difference])
+	msg := sprintf("demographic parity difference %v on %q above %s maximum %v", [r3(ev.fairness.demographic_parity_difference), ev.fairness.protected_attribute, input.environment, r3(cfg.max_demographic_parity_difference)])
 }
 
 deny contains msg if {
@@ -61,3 +61,6 @@ warn contains msg if {
 }
 
 decision := {"allow": count(deny) == 0, "deny": deny, "warn": warn}
+
+# Numbers in reasons: three decimals at most, rendered with %v so an integral value (0, 1) prints too.
+r3(x) := round(x * 1000) / 1000

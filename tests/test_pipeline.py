@@ -62,7 +62,9 @@ def test_served_server_was_stopped(good_run: RunResult) -> None:
     assert good_run.endpoint is not None and not running(good_run.endpoint["pid"])
 
 
-def test_contract_breaking_dataset_stops_at_the_data_gate(home: Path, tmp_path: Path) -> None:
+def test_contract_breaking_dataset_stops_at_the_data_gate(home: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSEC_DATA_DIRS", str(tmp_path))  # sources are allow-listed
     df = pd.read_csv(sample_dataset(), dtype=str)
     df.loc[0, "age"] = "7"
     bad = tmp_path / "bad.csv"

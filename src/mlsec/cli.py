@@ -136,6 +136,20 @@ def _keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_key(args: argparse.Namespace) -> int:
+    from mlsec.gates.attest import create_key, fingerprint, gate_key_dir
+    from mlsec.registry import names
+
+    directory = Path(args.dir) if args.dir else gate_key_dir(Settings().key_dir)
+    private = directory / f"{names.stage(args.env)}.key"
+    if private.exists() and not args.force:
+        raise FileExistsError(f"{private} exists; refusing to replace a gate key (--force rotates it)")
+    key = create_key(private)
+    print(f"gate key for {args.env}: {private} (0600)\npublic key: {private.with_suffix('.pub')}\n"
+          f"key id:     {fingerprint(key)}")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from mlsec.gates.attest import gate_trust
     from mlsec.gates.audit import AuditLog, S3AuditLog
@@ -458,6 +472,11 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--dir")
     kc.add_argument("--force", action="store_true")
     kc.set_defaults(func=_keys_create)
+    gk = k.add_parser("gate-key", help="create an environment's Ed25519 gate key (signs its gate decisions)")
+    gk.add_argument("env")
+    gk.add_argument("--dir", help="default: MLSEC_GATE_TRUST_DIR or .mlsec/keys/gates")
+    gk.add_argument("--force", action="store_true")
+    gk.set_defaults(func=_gate_key)
     ak = k.add_parser("api-key", help="create an API key for a client of the model server (printed once)")
     ak.add_argument("client")
     ak.add_argument("--model", action="append", default=[], help="allow only these models (default: all)")

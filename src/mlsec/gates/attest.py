@@ -142,7 +142,8 @@ def gate_signer(environment: str, key_dir: Path, *, create: bool) -> CryptoSigne
     """The key this process signs decisions with: MLSEC_GATE_KEY (a mounted Secret in a cluster), else
     <env>.key beside the trusted public keys (locally .mlsec/keys/gates/), made on first use only where
     create is allowed (local runs)."""
-    if explicit := os.environ.get("MLSEC_GATE_KEY"):
+    # The audit log's checkpoints have a key of their own (MLSEC_AUDIT_KEY), never an environment's.
+    if explicit := os.environ.get("MLSEC_AUDIT_KEY" if environment == "audit" else "MLSEC_GATE_KEY"):
         return load_signer(Path(explicit))
     private = gate_key_dir(key_dir) / f"{environment}.key"
     if not private.exists():
