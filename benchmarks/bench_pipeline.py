@@ -47,8 +47,8 @@ def in_process(work: Path, epochs: int) -> None:
     d2 = gate("training", work / "train-evidence.json", d1, "training")
     sign.run(work / "model", work / "data-evidence.json", d2, "credit", "bench", work / "signed", work / "sign-evidence.json")
     d3 = gate("signing", work / "sign-evidence.json", d2, "signing")
-    promote.run(work / "signed", work / "train-evidence.json", d3, "credit", "dev", "bench",
-                work / "promoted-decisions.json", work / "release.json")
+    promote.run(work / "signed", work / "train-evidence.json", work / "data-evidence.json", d3, "credit", "dev",
+                "bench", work / "promoted-decisions.json", work / "release.json")
     d4 = gate("deployment", work / "release.json", work / "promoted-decisions.json", "deployment")
     serve.run(work / "release.json", d4, work / "endpoint.json")
     ep = json.loads((work / "endpoint.json").read_text())

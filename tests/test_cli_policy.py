@@ -92,7 +92,7 @@ def test_eval_prints_the_decision(tmp_path: Path, trained: Trained, capsys: pyte
     assert main(["policy", "eval", "--gate", "training", "--env", "prod", "--input", str(tmp_path / "ev.json")]) == 1
     decision = json.loads(capsys.readouterr().out)
     assert not decision["allow"]
-    assert any("accuracy 0.500 below prod minimum 0.800" in r for r in decision["deny"])
+    assert any("accuracy 0.5 below prod minimum 0.8" in r for r in decision["deny"])
 
 
 def test_eval_takes_earlier_decisions(tmp_path: Path, trained: Trained, engine: InProcessEngine,
