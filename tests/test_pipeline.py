@@ -95,3 +95,30 @@ def test_environment_parameter_reaches_every_gate(home: Path) -> None:
     assert [(d["gate"], d["environment"], d["result"]) for d in result.decisions] == [
         ("data", "staging", "allow"), ("training", "staging", "allow"), ("signing", "staging", "deny")]
     assert "is not on the staging allow list" in result.decisions[-1]["reasons"][0]
+
+
+def test_no_raw_personal_data_in_anything_a_run_wrote(home: Path, good_run: RunResult, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passing run, and runs denied for swapped email/gender headers and for an undeclared email column:
+    no name, email, SSN or phone of the input is in any file they wrote (logs, audit log, decisions,
+    evidence, datasets, the server's logs). The registry's own objects are the same evidence and decisions."""
+    import re
+
+    df = pd.read_csv(sample_dataset(), dtype=str)
+    monkeypatch.setenv("MLSEC_DATA_DIRS", str(tmp_path))
+    df.rename(columns={"email": "gender", "gender": "email"}).to_csv(tmp_path / "swapped.csv", index=False)
+    df.assign(contact=df["email"]).to_csv(tmp_path / "extra.csv", index=False)
+    for source in ("swapped.csv", "extra.csv"):
+        denied = run_pipeline(home, {**PARAMS, "source": str(tmp_path / source)})
+        assert not denied.succeeded and [(d["gate"], d["result"]) for d in denied.decisions] == [("data", "deny")]
+    raw = {v for col in ("name", "email", "ssn", "phone") for v in df[col]}
+    # Candidates cut out of each file by shape, then looked up: one pass per file, not one per value.
+    shapes = re.compile(rb"[\w.+-]+@[\w.-]+|\d{3}-\d{2}-\d{4}|\(\d{3}\) \d{3}-\d{4}|[A-Z][\w'-]+ [A-Z][\w'-]+")
+    found = {}
+    for f in home.rglob("*"):
+        if f.is_file() and not f.is_relative_to(home / "s3"):
+            hits = {m.decode(errors="replace") for m in shapes.findall(f.read_bytes())} & raw
+            if hits:
+                found[str(f.relative_to(home))] = sorted(hits)[:3]
+    assert found == {}
+    assert any(v in (tmp_path / "swapped.csv").read_text() for v in list(raw)[:10])  # the inputs did hold them
