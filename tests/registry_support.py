@@ -21,7 +21,7 @@ def promote(registry: Registry, version: str, stage: str, key_pair: keys.KeyPair
             gate_keys: GateKeys, env: str | None = None, author: str = "alice", name: str = "credit") -> Decision:
     env = env or registry.environment_for(stage)
     return registry.promote(name, version, stage, trust=key_pair.public_key, engine=engine, environment=env,
-                            signer=gate_keys.signer(env), author=author)
+                            signer=gate_keys.signer(env), author=author).decision
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,7 @@ def test_forbidden_sources_are_refused_before_reading(target: str, tmp_path: Pat
     monkeypatch.chdir(tmp_path)
     key = tmp_path / ".mlsec" / "keys" / "signing.key"
     key.parent.mkdir(parents=True)
-    key.write_text("-----BEGIN EC PRIVATE KEY-----SECRET\n")
+    key.write_text("stand-in for a signing key: SECRET\n")
     (tmp_path / ".env").write_text("AWS_SECRET_ACCESS_KEY=SECRET\n")
     (tmp_path / "data.csv").symlink_to(key)
     src, why = {

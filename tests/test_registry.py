@@ -50,7 +50,7 @@ def test_register_promote_through_stages_and_pull(tmp_path: Path, registry: Regi
                 registry.approve("credit", version, stage, a.identity, a.key.private_key)
         env = registry.environment_for(stage)
         d = registry.promote("credit", version, stage, trust=key_pair.public_key, engine=chain, environment=env,
-                             signer=gate_keys.signer(env), author="alice", audit=log)
+                             signer=gate_keys.signer(env), author="alice", audit=log).decision
         assert d.allow, d.deny
         assert d.environment == env == stage and d.stage == stage
         assert registry.alias("credit", stage)[0].version == version
@@ -282,12 +282,12 @@ def test_rollback_goes_back_only_to_a_version_the_stage_ran(tmp_path: Path, regi
     assert promote(registry, v2, "dev", key_pair, engine, gate_keys).allow
     assert [s.decision.subject[:16] for s in registry.promotions("credit", "dev")] == [v1, v2]
     d = registry.rollback("credit", "dev", v1, trust=key_pair.public_key, engine=engine, environment="dev",
-                          signer=gate_keys.signer("dev"), author="alice")
+                          signer=gate_keys.signer("dev"), author="alice").decision
     assert d.allow and f"rollback of dev to version {v1}" in d.warn
     assert registry.resolve("credit", "dev")[0] == v1 == registry.alias("credit", "dev")[0].version
     # staging never ran v2: "rolling back" to it is just a skipped stage in disguise.
     denied = registry.rollback("credit", "staging", v2, trust=key_pair.public_key, engine=chain,
-                               environment="staging", signer=gate_keys.signer("staging"), author="alice")
+                               environment="staging", signer=gate_keys.signer("staging"), author="alice").decision
     assert not denied.allow and any("never pointed at it" in r for r in denied.deny)
 
 

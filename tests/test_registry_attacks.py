@@ -56,7 +56,7 @@ def test_T07_forged_manifest_is_denied_naming_the_field(tmp_path: Path, registry
         d["environment"] = "prod"
     _put(attacker, registry.bucket, key, json.dumps(doc))  # a newer version: object lock keeps the old one only
     d = registry.promote("credit", promoted, "dev", trust=key_pair.public_key, engine=engine, environment="dev",
-                         signer=gate_keys.signer("dev"), author="alice", evidence_out=tmp_path / "ev.json")
+                         signer=gate_keys.signer("dev"), author="alice", evidence_out=tmp_path / "ev.json").decision
     assert not d.allow
     for field in ("metrics", "signer", "decisions"):
         assert f'registry manifest field "{field}" of version {promoted} disagrees with the signed records' in d.deny

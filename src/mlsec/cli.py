@@ -342,8 +342,7 @@ def _registry(args: argparse.Namespace) -> int:
 def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
 
-    from mlsec.gates.attest import gate_signer
-    from mlsec.gates.task import audit_sinks, configured_engine
+    from mlsec.gates.task import audit_sinks, configured_engine, configured_signer
     from mlsec.registry.task import registry_from_env
     from mlsec.sign.methods import configured_trust
 
@@ -382,7 +381,7 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "revoke":
         env = args.env or settings.environment
         reg.revoke(args.name, args.version, args.reason, by=args.by or getpass.getuser(),
-                   signer=gate_signer(env, settings.key_dir, create=settings.deploy_target == "local"))
+                   signer=configured_signer(settings, env))
         print(f"revoked {args.name} {args.version}")
         return 0
     if cmd == "approve":
@@ -398,12 +397,12 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     # under the environment it names, so the mistake is recorded rather than silently corrected.
     env = args.env or reg.environment_for(args.stage)
     common: dict[str, Any] = dict(trust=trust, engine=configured_engine(settings), environment=env,
-                  signer=gate_signer(env, settings.key_dir, create=settings.deploy_target == "local"),
+                  signer=configured_signer(settings, env),
                   author=args.author or getpass.getuser(), audit=audit_sinks(settings))
     if cmd == "promote":
-        decision = reg.promote(args.name, args.version, args.stage, **common)
+        decision = reg.promote(args.name, args.version, args.stage, **common).decision
     else:
-        decision = reg.rollback(args.name, args.stage, args.to, **common)
+        decision = reg.rollback(args.name, args.stage, args.to, **common).decision
     print(decision.summary())
     for w in decision.warn:
         print(f"  warning: {w}")

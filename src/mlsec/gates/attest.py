@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import CryptoSigner, Key, SSlibKey
 
-from mlsec.digest import canonical_json, sha256_bytes
+from mlsec.digest import canonical_json
 from mlsec.fsutil import write_secret
 from mlsec.gates.decision import Decision
 
@@ -75,10 +75,6 @@ def open_envelope(envelope: Mapping[str, Any] | bytes, keys: Iterable[Key]) -> d
     except Exception as e:  # securesystemslib raises VerificationError and format errors alike
         raise AttestationError(f"signature does not verify with a trusted key ({type(e).__name__})") from e
     return stmt
-
-
-def envelope_digest(envelope: Mapping[str, Any]) -> str:
-    return sha256_bytes(canonical_json(dict(envelope)))
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -165,10 +161,6 @@ class SignedDecision:
     subject_name: str
     envelope: dict[str, Any]
 
-    @property
-    def digest(self) -> str:
-        return envelope_digest(self.envelope)
-
 
 def verifier_id(gate: str, environment: str) -> str:
     return f"{VERIFIER_PREFIX}{gate}:{environment}"
@@ -200,20 +192,24 @@ def sign_decision(decision: Decision, subject_name: str, signer: CryptoSigner) -
     return SignedDecision(decision, subject_name, sign_statement(decision_statement(decision, subject_name), signer))
 
 
+def unverified_decision(envelope: Mapping[str, Any] | bytes) -> Decision:
+    """The decision a VSA carries, NOT verified: for tools that only ask what a policy would say (replay,
+    policy eval); gates, the registry and the server use verify_decision."""
+    try:
+        return Decision.model_validate(peek(envelope)["predicate"]["mlsecDecision"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise AttestationError(f"not a gate decision VSA: {e}") from e
+
+
 def verify_decision(envelope: Mapping[str, Any] | bytes, trust: GateTrust) -> SignedDecision:
     """The decision, once its VSA verifies with a key trusted for the environment it names and every
     standard VSA field agrees with the decision it carries."""
-    claimed = peek(envelope)
-    try:
-        pred = claimed["predicate"]
-        decision = Decision.model_validate(pred["mlsecDecision"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise AttestationError(f"not a gate decision VSA: {e}") from e
+    decision = unverified_decision(envelope)  # read first only to choose the environment's keys
     keys = trust.for_env(decision.environment)
     if not keys:
         raise AttestationError(f"no trusted gate key for environment {decision.environment!r}")
     stmt = open_envelope(envelope, keys)
-    if claimed.get("predicateType") != VSA_TYPE:
+    if stmt.get("predicateType") != VSA_TYPE:
         raise AttestationError("statement is not a SLSA verification summary")
     name = stmt["subject"][0]["name"] if stmt.get("subject") else ""
     if stmt != decision_statement(decision, name):

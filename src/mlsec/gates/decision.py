@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import datetime
@@ -67,8 +66,10 @@ def write_decisions(path: Path, decisions: list[Decision]) -> None:
 def read_decisions(path: Path) -> list[Decision]:
     """Decisions, or a gate task's history of signed decisions read WITHOUT verifying them: for tools that
     only ask what a policy would say (policy eval); gates verify histories (mlsec.gates.attest)."""
+    from mlsec.gates.attest import unverified_decision  # attest builds on this module
+
     docs = json.loads(path.read_text())
     if not isinstance(docs, list):
         raise TypeError(f"{path} is not a list of decisions")
-    return [Decision.model_validate(json.loads(base64.b64decode(d["payload"]))["predicate"]["mlsecDecision"]
-                                    if isinstance(d, dict) and "payload" in d else d) for d in docs]
+    return [unverified_decision(d) if isinstance(d, dict) and "payload" in d else Decision.model_validate(d)
+            for d in docs]

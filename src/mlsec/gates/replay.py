@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 
 from mlsec.digest import sha256_json
-from mlsec.gates.attest import AttestationError, peek
+from mlsec.gates.attest import AttestationError, unverified_decision
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine
 from mlsec.gates.gate import evaluate
@@ -50,8 +49,8 @@ def _histories(doc: Any) -> list[Decision] | None:
     if not isinstance(doc, list) or not doc or not all(isinstance(d, dict) and "payload" in d for d in doc):
         return None
     try:
-        return [Decision.model_validate(peek(d)["predicate"]["mlsecDecision"]) for d in doc]
-    except (AttestationError, KeyError, TypeError, ValidationError):
+        return [unverified_decision(d) for d in doc]
+    except AttestationError:
         return None
 
 

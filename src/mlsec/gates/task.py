@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from securesystemslib.signer import CryptoSigner
+
 from mlsec.config import Settings, policy_dir
 from mlsec.gates.attest import AttestationError, gate_signer, gate_trust, read_history, sign_decision, write_history
 from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
@@ -39,6 +41,12 @@ def configured_engine(settings: Settings) -> PolicyEngine:
         return _BrokenEngine(e)
 
 
+def configured_signer(settings: Settings, environment: str) -> CryptoSigner:
+    """The key this process signs the environment's decisions (or, for "audit", checkpoints) with; made
+    on first use only in a local run."""
+    return gate_signer(environment, settings.key_dir, create=settings.deploy_target == "local")
+
+
 def audit_sinks(settings: Settings) -> AuditSink:
     """The local log always; in a cluster, where every task is its own pod, the shared S3 log too.
     Wherever S3 is configured (a local run's SeaweedFS, the cluster's bucket) each log also publishes a
@@ -46,13 +54,12 @@ def audit_sinks(settings: Settings) -> AuditSink:
     cluster = settings.deploy_target == "cluster"
     if not (settings.s3_endpoint or cluster):
         return AuditLogs([AuditLog(settings.audit_log)])
-    from mlsec.gates import attest
     from mlsec.gates.transparency import CheckpointStore
     from mlsec.registry.s3 import client_from_env
 
     s3 = client_from_env()
-    signer = attest.gate_signer("audit", settings.key_dir, create=settings.deploy_target == "local")
-    trusted = attest.gate_trust(settings.key_dir).for_env("audit")
+    signer = configured_signer(settings, "audit")
+    trusted = gate_trust(settings.key_dir).for_env("audit")
     if cluster:  # a pod's own file starts empty in every pod: only the shared log can be checkpointed
         return AuditLogs([AuditLog(settings.audit_log), S3AuditLog(s3, settings.s3_bucket, signer=signer, keys=trusted)])
     return AuditLogs([AuditLog(settings.audit_log, CheckpointStore(s3, settings.s3_bucket), signer, trusted)])
@@ -64,7 +71,7 @@ def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision
     unsigned earlier decision is itself a recorded deny, and the new decision is signed as a VSA."""
     settings = Settings()
     env = environment or settings.environment
-    signer = gate_signer(env, settings.key_dir, create=settings.deploy_target == "local")
+    signer = configured_signer(settings, env)
     try:
         doc = json.loads(evidence_file.read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from securesystemslib.signer import CryptoSigner, Key, SSlibKey
+from securesystemslib.signer import CryptoSigner, Key
 
 from mlsec.evidence import utcnow
 from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
-from mlsec.sign.keys import key_fingerprint, load_private
+from mlsec.sign.keys import sslib_key, sslib_signer
 
 APPROVAL_TYPE = "https://mlsec.dev/attestation/approval/v1"
 REVOCATION_TYPE = "https://mlsec.dev/attestation/revocation/v1"
@@ -41,18 +41,14 @@ def _subject(stmt: Mapping[str, Any]) -> tuple[str, str]:
 class Approval:
     identity: str  # normalised
     key: str  # sha256 fingerprint of the approver's public key (as `mlsec keys create` prints it)
-    stage: str
 
 
 def sign_approval(name: str, digest: str, stage: str, identity: str, private_key: Path) -> dict[str, Any]:
     """{"envelope": DSSE, "public_key": PEM}: the key travels with it; policy data says whose key it is."""
-    key = load_private(private_key)
-    signer = CryptoSigner(key, SSlibKey.from_crypto(key.public_key(), keyid=key_fingerprint(key.public_key())))
+    signer = sslib_signer(private_key)
     stmt = _statement(name, digest, APPROVAL_TYPE, {
         "stage": stage, "approver": normalize_identity(identity), "time": utcnow().isoformat()})
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return {"envelope": sign_statement(stmt, signer), "public_key": pem}
+    return {"envelope": sign_statement(stmt, signer), "public_key": signer.public_key.keyval["public"]}
 
 
 def verify_approval(record: Mapping[str, Any], name: str, digest: str, stage: str) -> Approval:
@@ -60,12 +56,12 @@ def verify_approval(record: Mapping[str, Any], name: str, digest: str, stage: st
     model, this digest and this stage; whether that key may approve is the policy's call."""
     try:
         pub = serialization.load_pem_public_key(str(record["public_key"]).encode())
-        key = SSlibKey.from_crypto(pub, keyid=key_fingerprint(pub))  # type: ignore[arg-type]
+        key = sslib_key(pub)  # type: ignore[arg-type]
         stmt = open_envelope(record["envelope"], [key])
         pred = stmt["predicate"]
         if stmt["predicateType"] != APPROVAL_TYPE or _subject(stmt) != (name, digest) or pred["stage"] != stage:
             raise AttestationError("approval is for another model, digest or stage")
-        return Approval(identity=normalize_identity(str(pred["approver"])), key=key.keyid, stage=stage)
+        return Approval(identity=normalize_identity(str(pred["approver"])), key=key.keyid)
     except AttestationError:
         raise
     except (KeyError, TypeError, ValueError) as e:

@@ -42,6 +42,7 @@ from mlsec.registry.records import (
     Approval, normalize_identity, revocation_reason, sign_approval, sign_revocation, verify_approval,
 )
 from mlsec.sign import stage as signing
+from mlsec.sign.evidence import SigningEvidence
 from mlsec.sign.methods import Trust
 from mlsec.train.evidence import Metrics, TrainingEvidence
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 SSE = "AES256"
 PROD_STAGE = "prod"
-RECORD_DIRS = ("decisions/", "deployments/", "attestations/", "approvals/")  # beside a version, not part of it
+RECORD_DIRS = ("deployments/", "attestations/", "approvals/")  # beside a version, not part of it
 REJUDGED = ("data", "training", "signing")  # gates a promotion judges again under the stage's environment
 
 
@@ -93,6 +94,7 @@ class Verified:
     decisions: list[SignedDecision]  # verified VSAs about this model or its dataset
     metrics: Metrics  # from the training evidence a signed training decision judged
     dataset_digest: str  # from the signed provenance
+    signing: SigningEvidence | None  # recomputed from the registry's copy (None: it could not be fetched)
 
 
 @dataclass(frozen=True)
@@ -135,23 +137,22 @@ class Registry:
     def _retain_until(self) -> datetime:
         return datetime.now(timezone.utc) + timedelta(days=self.retention_days)
 
-    def _put_once(self, key: str, body: bytes, mode: str = "COMPLIANCE") -> bool:
-        """Write a key that must never change: conditional create, encrypted, under retention.
-        Returns False when an identical object was already there (an interrupted earlier upload)."""
+    def _put_once(self, key: str, body: bytes) -> None:
+        """Write a key that must never change: conditional create, encrypted, COMPLIANCE-locked (the
+        pipeline's identity may extend retention but never change its mode, so it is set here)."""
         try:
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ServerSideEncryption=SSE,
-                ObjectLockMode=mode, ObjectLockRetainUntilDate=self._retain_until(),
+                ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=self._retain_until(),
                 Metadata={"sha256": sha256_bytes(body)},
             )
-            return True
         except ClientError as e:
             if _code(e) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
                 raise
             got = self._get(key)
-            if got is None or sha256_bytes(got[0]) != sha256_bytes(body):
+            # Left by an earlier, interrupted upload: fine if identical, fatal otherwise.
+            if got is None or got[0] != body:
                 raise RegistryError(f"{key} already exists with different content; versions are immutable") from e
-            return False
 
     def _get(self, key: str, version_id: str | None = None) -> tuple[bytes, str] | None:
         try:
@@ -274,17 +275,21 @@ class Registry:
     def verify_version(self, name: str, version: str, trust: Trust | Path) -> Verified:
         """Everything a gate may rely on about a version, each fact from bytes or a signed record."""
         record = self._existing(name, version)
-        files_ok = sig_ok = att_ok = False
-        signer, dataset = "unverified", record.dataset_digest
-        with self.fetched(name, version) as (root, files):
-            files_ok = True
-            try:
-                v = signing.verify(root, trust)
-                sig_ok = att_ok = v.signed_digest == v.model_digest == record.model_digest
-                signer, dataset = v.signer, v.attestation.dataset_digest
-            except ValueError as e:
-                log.warning("registry: %s %s failed verification: %s", name, version, e)
-        decisions = self.signed_decisions(name, version, {record.model_digest, dataset}) if sig_ok else []
+        signing_ev: SigningEvidence | None = None
+        files: list[str] = []
+        try:
+            with self.fetched(name, version) as (root, files):
+                signing_ev = signing.evidence(root, name, trust)  # signature and attestation, each checked once
+        except RegistryError as e:  # the signed files cannot be fetched: a fact for the gate, not a crash
+            log.warning("registry: %s %s failed verification: %s", name, version, e)
+        sig_ok = att_ok = False
+        if signing_ev is not None and signing_ev.subject.digest == record.model_digest:
+            sig_ok = signing_ev.signature.verified and signing_ev.signature.signed_digest == record.model_digest
+            att_ok = signing_ev.attestation.verified and signing_ev.attestation.subject_digest == record.model_digest
+        trusted = signing_ev if sig_ok and att_ok else None  # only then are its signer and dataset facts
+        signer = trusted.signature.signer if trusted else "unverified"
+        dataset = trusted.attestation.dataset_digest if trusted else record.dataset_digest
+        decisions = self.signed_decisions(name, version, {record.model_digest, dataset}) if trusted else []
         training = self._evidence(name, version, "training", decisions)
         metrics = training.metrics if isinstance(training, TrainingEvidence) else record.metrics
         mismatches = [f for f, ok in (
@@ -295,15 +300,11 @@ class Registry:
             ("decisions", {d.digest for d in record.decisions} <= {s.decision.digest for s in decisions}),
         ) if not ok]
         check = RegistryCheck(
-            version=version, files_verified=files_ok, signature_verified=sig_ok, attestation_verified=att_ok,
-            signer=signer, revoked=self.is_revoked(name, version), evidence_verified=training is not None,
-            cache_mismatches=mismatches if sig_ok else [],
+            version=version, files_verified=signing_ev is not None, signature_verified=sig_ok,
+            attestation_verified=att_ok, signer=signer, revoked=self.is_revoked(name, version),
+            evidence_verified=training is not None, cache_mismatches=mismatches if trusted else [],
         )
-        return Verified(record, check, decisions, metrics, dataset)
-
-    def check(self, name: str, version: str, trust: Trust | Path) -> tuple[VersionRecord, RegistryCheck]:
-        v = self.verify_version(name, version, trust)
-        return v.record, v.check
+        return Verified(record, check, decisions, metrics, dataset, signing_ev)
 
     # -- stages --------------------------------------------------------------------------------
     def environment_for(self, stage: str) -> str:
@@ -370,8 +371,8 @@ class Registry:
     def stages_of(self, name: str, version: str) -> list[str]:
         return sorted(stage for stage, v in self.stages(name).items() if v == version)
 
-    def _rejudge(self, name: str, version: str, v: Verified, root_trust: Trust | Path, environment: str,
-                 engine: PolicyEngine, signer: CryptoSigner, audit: AuditSink | None) -> list[SignedDecision]:
+    def _rejudge(self, name: str, version: str, v: Verified, environment: str, engine: PolicyEngine,
+                 signer: CryptoSigner, audit: AuditSink | None) -> list[SignedDecision]:
         """The data, training and signing gates under the stage's environment, from the stored evidence
         their signed decisions judged (signing: recomputed from the registry's bytes), when no decision
         from that environment exists yet. A model is judged by each environment's policy it enters."""
@@ -382,11 +383,7 @@ class Registry:
                     and s.decision.subject == subject[gate] and s.decision.allow]
             if here:
                 continue
-            if gate == "signing":
-                with self.fetched(name, version) as (root, _):
-                    ev: Evidence | None = signing.evidence(root, name, root_trust)
-            else:
-                ev = self._evidence(name, version, gate, decisions)
+            ev: Evidence | None = v.signing if gate == "signing" else self._evidence(name, version, gate, decisions)
             if ev is None:
                 break  # no authentic evidence: the promotion gate denies for the missing decision
             prior = [s.decision for s in decisions if s.decision.environment == environment]
@@ -417,8 +414,9 @@ class Registry:
 
     def promote(self, name: str, version: str, stage: str, *, trust: Trust | Path, engine: PolicyEngine,
                 environment: str, signer: CryptoSigner, author: str, audit: AuditSink | None = None,
-                rollback: bool = False, evidence_out: Path | None = None) -> Decision:
-        """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified.
+                rollback: bool = False, evidence_out: Path | None = None) -> SignedDecision:
+        """Moves `stage` to `version` only if the promotion gate allows what the registry itself verified;
+        returns the signed promotion decision, as stored.
 
         rollback=True asks to move the stage back to a version it pointed at before; the registry,
         not the caller, establishes whether that is true, and the policy decides what it allows.
@@ -427,8 +425,9 @@ class Registry:
         names.stage(stage)
         before = self.alias(name, stage)  # read first: a concurrent move in between makes our write fail
         v = self.verify_version(name, version, trust)
-        decisions = self._rejudge(name, version, v, trust, environment, engine, signer, audit) \
-            if v.check.signature_verified and environment == self.stage_envs.get(stage) else v.decisions
+        verified = v.check.signature_verified and v.check.attestation_verified
+        decisions = self._rejudge(name, version, v, environment, engine, signer, audit) \
+            if verified and environment == self.stage_envs.get(stage) else v.decisions
         history = self.promotions(name, stage) if stage in self.stage_envs else []
         evidence = PromotionEvidence(
             subject=Subject(name=name, digest=v.record.model_digest), target_stage=stage,
@@ -451,9 +450,9 @@ class Registry:
                 self._lock_compliance(name, version)  # before the alias: prod never points at a deletable copy
             self._put_once(f"promotions/{name}/{stage}/{decision.id}.dsse.json", body)
             self._move_alias(name, stage, v.record, decision, before)
-        return decision
+        return signed
 
-    def rollback(self, name: str, stage: str, version: str, **kwargs: Any) -> Decision:
+    def rollback(self, name: str, stage: str, version: str, **kwargs: Any) -> SignedDecision:
         return self.promote(name, version, stage, rollback=True, **kwargs)
 
     def _lock_compliance(self, name: str, version: str) -> None:
@@ -487,7 +486,7 @@ class Registry:
         record = self._existing(name, version)
         body = canonical_json(sign_revocation(name, version, record.model_digest, reason, by, signer))
         try:
-            self._put_once(f"revocations/{name}/{version}.json", body, mode="COMPLIANCE")
+            self._put_once(f"revocations/{name}/{version}.json", body)
         except RegistryError:
             pass  # revoked before: a revocation is never undone, and a second one changes nothing
 
@@ -496,10 +495,11 @@ class Registry:
         that is not signed (fail closed): a delete marker or a newer object cannot undo it."""
         key = f"revocations/{names.model(name)}/{names.version(version)}.json"
         found: list[str] = []
+        record = None
         for k, body in self._all_versions(key):
             if k != key:
                 continue
-            record = self.record(name, version)
+            record = record or self.record(name, version)
             try:
                 found.append(revocation_reason(body, name, record.model_digest if record else "", self.gates.all_keys()))
             except AttestationError as e:

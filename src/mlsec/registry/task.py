@@ -8,9 +8,9 @@ from pathlib import Path
 from mlsec.config import Settings
 from mlsec.config import policy_dir
 from mlsec.evidence import Subject, read_evidence
-from mlsec.gates.attest import gate_signer, gate_trust, read_history, verify_decision, write_history
+from mlsec.gates.attest import gate_trust, read_history, write_history
 from mlsec.gates.decision import GateDenied
-from mlsec.gates.task import audit_sinks, configured_engine
+from mlsec.gates.task import audit_sinks, configured_engine, configured_signer
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.stages import governing_environments
@@ -40,13 +40,11 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     record = reg.register(model_name, signed, trust, evidence={
         "data": read_evidence(DataEvidence, data_evidence),
         "training": read_evidence(TrainingEvidence, training_evidence)}, decisions=history, author=author)
-    decision = reg.promote(model_name, record.version, stage, trust=trust, engine=configured_engine(settings),
-                           environment=env, signer=gate_signer(env, settings.key_dir,
-                                                               create=settings.deploy_target == "local"),
-                           author=author, audit=audit_sinks(settings), evidence_out=promotion_evidence_out)
-    stored = reg.signed_decisions(model_name, record.version, {record.model_digest})
-    (promotion,) = [s for s in stored if s.decision.id == decision.id]
-    write_history(decisions_out, [*history, verify_decision(promotion.envelope, reg.gates)])
+    promotion = reg.promote(model_name, record.version, stage, trust=trust, engine=configured_engine(settings),
+                            environment=env, signer=configured_signer(settings, env),
+                            author=author, audit=audit_sinks(settings), evidence_out=promotion_evidence_out)
+    write_history(decisions_out, [*history, promotion])
+    decision = promotion.decision
     print(decision.summary(), flush=True)
     if not decision.allow:
         raise GateDenied(decision)

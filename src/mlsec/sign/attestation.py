@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from mlsec.digest import manifest_digest
 from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
-from mlsec.sign.keys import key_fingerprint, load_private, load_public
+from mlsec.sign.keys import load_public, sslib_key, sslib_signer
 
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/mlsec/mlsec/pipeline/v1"
@@ -55,14 +54,8 @@ def statement(model_manifest: dict[str, str], materials: Materials, invocation: 
     }
 
 
-def _signer(private_key: Path) -> CryptoSigner:
-    key = load_private(private_key)
-    # keyid = the signer identity policies allow-list, so an envelope names its key the same way.
-    return CryptoSigner(key, SSlibKey.from_crypto(key.public_key(), keyid=key_fingerprint(key.public_key())))
-
-
 def sign(stmt: dict[str, Any], private_key: Path, out: Path) -> None:
-    out.write_text(json.dumps(sign_statement(stmt, _signer(private_key)), indent=2))
+    out.write_text(json.dumps(sign_statement(stmt, sslib_signer(private_key)), indent=2))
 
 
 def verify(envelope_path: Path, public_key: Path | ec.EllipticCurvePublicKey) -> VerifiedAttestation:
@@ -73,7 +66,7 @@ def verify(envelope_path: Path, public_key: Path | ec.EllipticCurvePublicKey) ->
     except OSError as e:
         raise ValueError(f"attestation {envelope_path} is unreadable: {e}") from e
     try:
-        stmt = open_envelope(raw, [SSlibKey.from_crypto(key, keyid=key_fingerprint(key))])
+        stmt = open_envelope(raw, [sslib_key(key)])
     except AttestationError as e:
         raise ValueError(f"attestation signature does not verify with the trusted key: {e}") from e
     return read_statement(json.dumps(stmt).encode())

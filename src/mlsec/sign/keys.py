@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from mlsec.fsutil import write_secret
 
@@ -30,6 +31,17 @@ def fingerprint(public_key: Path) -> str:
 def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def sslib_key(key: ec.EllipticCurvePublicKey) -> SSlibKey:
+    """The key as securesystemslib verifies with it; its keyid is the fingerprint policies allow-list, so
+    an envelope names its key the way policy data does."""
+    return SSlibKey.from_crypto(key, keyid=key_fingerprint(key))
+
+
+def sslib_signer(private_key: Path) -> CryptoSigner:
+    key = load_private(private_key)
+    return CryptoSigner(key, sslib_key(key.public_key()))
 
 
 def load_public(path: Path) -> ec.EllipticCurvePublicKey:
