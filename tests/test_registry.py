@@ -72,6 +72,38 @@ def test_register_promote_through_stages_and_pull(tmp_path: Path, registry: Regi
     assert _register(registry, signed, key_pair) == version
 
 
+def test_a_later_run_of_the_same_model_registers_its_own_records(tmp_path: Path, registry: Registry, signed: Signed,
+                                                                 key_pair: keys.KeyPair, engine: InProcessEngine,
+                                                                 gate_keys: GateKeys) -> None:
+    """Training is seeded, so a second run yields the same model, signed with a provenance naming that run's
+    decisions: the version stays as stored, and the run's evidence and decisions are kept beside the first's."""
+    from mlsec.evidence import utcnow
+    from mlsec.gates.gate import evaluate
+    from mlsec.sign.attestation import Materials
+
+    from conftest import Trained
+
+    version = _register(registry, signed, key_pair)
+    t = signed.trained
+    data = t.data_evidence.model_copy(update={"created": utcnow()})
+    training = t.training_evidence.model_copy(update={"created": utcnow()})
+    data_d = evaluate("data", data, environment="dev", engine=engine)
+    train_d = evaluate("training", training, environment="dev", engine=engine, decisions=[data_d])
+    materials = Materials("data/credit_sample.csv", data.subject.digest,
+                          {f"{d.gate}:{d.id}": d.digest for d in (data_d, train_d)}, "test", "local")
+    bundle = signing.sign(t.model_dir, tmp_path / "run2", key_pair, materials, "run-2")
+    sign_d = evaluate("signing", signing.evidence(bundle, "credit", key_pair.public_key), environment="dev",
+                      engine=engine, decisions=[data_d, train_d])
+    dev = gate_keys.signer("dev")
+    second = Signed(bundle, [data_d, train_d, sign_d], Trained(t.dataset, data, t.model_dir, training),
+                    [sign_decision(data_d, data.subject.name, dev), sign_decision(train_d, "credit", dev),
+                     sign_decision(sign_d, "credit", dev)])
+    assert second.register(registry, key_pair) == version
+    for gate in ("data", "training"):
+        assert len(registry._keys(f"models/credit/{version}/evidence/{gate}/")) == 2
+    assert promote(registry, version, "dev", key_pair, engine, gate_keys).allow
+
+
 def test_skipping_a_stage_is_denied_and_alias_untouched(registry: Registry, signed: Signed, key_pair: keys.KeyPair,
                                                         chain: InProcessEngine, gate_keys: GateKeys,
                                                         approvers: list[Approver]) -> None:

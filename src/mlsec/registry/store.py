@@ -1,7 +1,7 @@
 """The model registry on S3.
 
 models/<name>/<version>/{model/..., model.sig, provenance.dsse.json}  the signed bundle: locked, encrypted
-models/<name>/<version>/evidence/<gate>.json        what the data and training gates judged (locked)
+models/<name>/<version>/evidence/<gate>/<sha256>.json  what the data and training gates judged (locked)
 models/<name>/<version>/attestations/<id>.dsse.json  gate decisions about this version, as signed VSAs
 models/<name>/<version>/approvals/<stage>/<id>.json  approvals, each signed by its approver
 models/<name>/<version>/manifest.json                cache of the above, written last (upload complete)
@@ -198,24 +198,28 @@ class Registry:
         assert isinstance(training, TrainingEvidence)
         version = verified.model_digest[:16]
         prefix = self._prefix(name, version)
+        existing = self.record(name, version)
+        if existing is not None and existing.model_digest != verified.model_digest:
+            raise RegistryError(f"version {version} of {name} exists with another digest")
         files = tree_manifest(bundle)
-        for i, (rel, _) in enumerate(sorted(files.items()), start=1):
-            log.info("registry: upload %s (%d/%d)", rel, i, len(files))
-            self._put_once(prefix + rel, (bundle / rel).read_bytes())
-        for gate, ev in evidence.items():
-            self._put_once(f"{prefix}evidence/{gate}.json", canonical_json(ev.model_dump(mode="json")))
+        if existing is None:  # a later run of the same model keeps the stored bundle; its records still land
+            for i, (rel, _) in enumerate(sorted(files.items()), start=1):
+                log.info("registry: upload %s (%d/%d)", rel, i, len(files))
+                self._put_once(prefix + rel, (bundle / rel).read_bytes())
+        for gate, ev in evidence.items():  # named by digest: each run's evidence beside the others'
+            body = canonical_json(ev.model_dump(mode="json"))
+            self._put_once(f"{prefix}evidence/{gate}/{sha256_bytes(body)}.json", body)
         for d in decisions:
             self._put_once(f"{prefix}attestations/{d.decision.id}.dsse.json", canonical_json(d.envelope))
+        if existing is not None:
+            return existing
         record = VersionRecord(
             name=name, version=version, model_digest=verified.model_digest, files=files,
             dataset_digest=verified.attestation.dataset_digest, metrics=training.metrics, signer=verified.signer,
             author=author, created=utcnow(), decisions=[d.decision for d in decisions],
         )
-        existing = self.record(name, version)
-        if existing is None:
-            self._put_once(prefix + "manifest.json", record.model_dump_json(indent=2).encode())
-            return record
-        return existing
+        self._put_once(prefix + "manifest.json", record.model_dump_json(indent=2).encode())
+        return record
 
     def record(self, name: str, version: str) -> VersionRecord | None:
         got = self._get(self._prefix(name, version) + "manifest.json")
@@ -259,18 +263,22 @@ class Registry:
         return sorted(out, key=lambda s: s.decision.time)
 
     def _evidence(self, name: str, version: str, gate: str, judged_by: Sequence[SignedDecision]) -> Evidence | None:
-        """The stored evidence of a gate, if a signed decision of that gate judged exactly these bytes."""
-        got = self._get(f"{self._prefix(name, version)}evidence/{gate}.json")
-        if got is None:
-            return None
-        try:
-            ev = GATES[gate].model_validate_json(got[0])
-        except ValidationError:
-            return None
-        digest = sha256_bytes(canonical_json(ev.model_dump(mode="json")))
-        ok = any(s.decision.gate == gate and s.decision.evidence_sha256 == digest and s.decision.subject == ev.subject.digest
-                 for s in judged_by)
-        return ev if ok else None
+        """The stored evidence a signed decision of that gate judged: looked up by the digest the decision
+        names, and believed only if the stored bytes hash to it."""
+        for s in judged_by:
+            d = s.decision
+            if d.gate != gate or not d.evidence_sha256:
+                continue
+            got = self._get(f"{self._prefix(name, version)}evidence/{gate}/{d.evidence_sha256}.json")
+            if got is None or sha256_bytes(got[0]) != d.evidence_sha256:
+                continue
+            try:
+                ev = GATES[gate].model_validate_json(got[0])
+            except ValidationError:
+                continue
+            if ev.subject.digest == d.subject:
+                return ev
+        return None
 
     def verify_version(self, name: str, version: str, trust: Trust | Path) -> Verified:
         """Everything a gate may rely on about a version, each fact from bytes or a signed record."""
