@@ -218,17 +218,6 @@ def verify_decision(envelope: Mapping[str, Any] | bytes, trust: GateTrust) -> Si
     return SignedDecision(decision, name, doc)
 
 
-def verified_decisions(envelopes: Iterable[Mapping[str, Any]], trust: GateTrust) -> list[SignedDecision]:
-    """Every envelope must verify: a history with one forged entry is refused whole, naming it."""
-    out = []
-    for i, env in enumerate(envelopes):
-        try:
-            out.append(verify_decision(env, trust))
-        except AttestationError as e:
-            raise AttestationError(f"decision #{i + 1} in the history: {e}") from e
-    return out
-
-
 def write_history(path: Path, history: Iterable[SignedDecision]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([s.envelope for s in history], indent=2))
@@ -241,4 +230,10 @@ def read_history(path: Path, trust: GateTrust) -> list[SignedDecision]:
         raise AttestationError(f"decision history {path} is unreadable: {e}") from e
     if not isinstance(envelopes, list):
         raise AttestationError(f"decision history {path} is not a list of signed decisions")
-    return verified_decisions(envelopes, trust)
+    out = []
+    for i, env in enumerate(envelopes):  # one forged entry makes the whole history untrusted, naming it
+        try:
+            out.append(verify_decision(env, trust))
+        except AttestationError as e:
+            raise AttestationError(f"decision #{i + 1} in the history: {e}") from e
+    return out

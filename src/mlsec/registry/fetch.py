@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlsec.fsutil import copy_private
 from mlsec.registry import names
 from mlsec.sign import stage as signing
 
@@ -46,13 +47,17 @@ def private_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700, a fresh name nobody else can predict
 
 
-def _create(root: Path, rel: str) -> int:
+def _inside(root: Path, rel: str) -> Path:
     target = root / rel
     # Parents are made here, inside a directory only we can write, so none of them can be a planted link.
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not target.resolve().is_relative_to(root.resolve()):
         raise FetchError(f"{rel} would be written outside {root}")
-    return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    return target
+
+
+def _create(root: Path, rel: str) -> int:
+    return os.open(_inside(root, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
 def download(s3: Any, bucket: str, prefix: str, root: Path) -> list[str]:
@@ -75,8 +80,7 @@ def install(src: Path, files: list[str], dest: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         for rel in files:
-            with (src / rel).open("rb") as f_in, os.fdopen(_create(staging, rel), "wb") as f_out:
-                shutil.copyfileobj(f_in, f_out)
+            copy_private(src / rel, _inside(staging, rel))
         staging.chmod(0o755)
         if dest.exists():
             shutil.rmtree(dest)

@@ -19,10 +19,3 @@ def governing_environments(policy_root: Path) -> dict[str, str]:
                 out[stage] = env
     return out
 
-
-def environment_for(stage: str, policy_root: Path) -> str:
-    envs = governing_environments(policy_root)
-    if stage not in envs:
-        raise ValueError(f"no environment governs stage {stage!r}: add it to one environment's "
-                         f"promotion.governs in {policy_root / 'data'}")
-    return envs[stage]

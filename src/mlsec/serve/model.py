@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from mlsec.fsutil import copy_private
 from mlsec.serve import inputs
 from mlsec.serve.inputs import MAX_BATCH, OutOfRange
 from mlsec.sign import stage as signing
@@ -31,16 +31,6 @@ from mlsec.sign.methods import Trust
 from mlsec.train.model import load
 
 __all__ = ["MAX_BATCH", "SignedModel", "private_copy"]
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"signed bundle holds {src.name}, which is not a regular file")
-        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(out, "wb") as g:
-            shutil.copyfileobj(f, g)
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -56,7 +46,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
                 if e.is_dir(follow_symlinks=False):
                     pending.append((Path(e.path), d / e.name))
                 else:
-                    _copy_file(Path(e.path), d / e.name)  # refuses what is not (or no longer) a regular file
+                    copy_private(Path(e.path), d / e.name)  # refuses what is not (or no longer) a regular file
 
 
 def private_copy(bundle: Path) -> Path:
@@ -68,7 +58,7 @@ def private_copy(bundle: Path) -> Path:
         _copy_tree(bundle / signing.MODEL, root / signing.MODEL)
         for name in (signing.SIGNATURE, signing.ATTESTATION):
             if (bundle / name).exists() or (bundle / name).is_symlink():
-                _copy_file(bundle / name, root / name)
+                copy_private(bundle / name, root / name)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
