@@ -10,20 +10,24 @@ from kfp.dsl import PipelineTask
 UID = 10001
 CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
                "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
-               "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX"]
+               "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX",
+               "MLSEC_DATA_S3_CREDENTIALS_DIR"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
 GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
 GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
+DATA_S3_DIR = "/etc/mlsec/s3-data"  # MLSEC_DATA_S3_CREDENTIALS_DIR: the read-only identity ingest reads with
 
 
 def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False,
-           gate_key: bool = False) -> PipelineTask:
+           gate_key: bool = False, data_source: bool = False) -> PipelineTask:
     kubernetes.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     kubernetes.use_config_map_as_env(task, "mlsec-config", {k: k for k in CONFIG_KEYS})
     task.set_caching_options(False)  # every run must produce fresh evidence and decisions
     if s3:
         kubernetes.use_secret_as_env(task, "mlsec-s3", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                                                        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+    if data_source:  # ingest parses untrusted files: it holds no write credential, only the data reader
+        kubernetes.use_secret_as_volume(task, "mlsec-s3-data", mount_path=DATA_S3_DIR)
     if signing_key or public_key:
         secret = "mlsec-signing-key" if signing_key else "mlsec-signing-pub"
         kubernetes.use_secret_as_volume(task, secret, mount_path=SIGNING_DIR)

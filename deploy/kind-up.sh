@@ -38,23 +38,28 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 # the pipeline writes (kubeflow: mlsec-s3), the server reads (mlsec-serving: mlsec-s3-reader), and the admin
 # sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
 BUCKET=mlsec-models
+DATA_BUCKET=mlsec-data  # where datasets are read from (MLSEC_DATA_SOURCE_PREFIX in manifests/config.yaml)
 pair() { echo "MLSEC$(openssl rand -hex 8 | tr a-f A-F) $(openssl rand -base64 30 | tr -d '/+=')"; }
 read -r admin_access admin_secret <<<"$(pair)"
 read -r writer_access writer_secret <<<"$(pair)"
 read -r reader_access reader_secret <<<"$(pair)"
+read -r data_access data_secret <<<"$(pair)"
 cat > "$tmp/s3.json" <<JSON
 {"identities":[
  {"name":"admin","credentials":[{"accessKey":"$admin_access","secretKey":"$admin_secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
  {"name":"pipeline","credentials":[{"accessKey":"$writer_access","secretKey":"$writer_secret"}],
   "actions":["Read:$BUCKET","Write:$BUCKET","List:$BUCKET","Tagging:$BUCKET","GetObjectRetention:$BUCKET","PutObjectRetention:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]},
  {"name":"server","credentials":[{"accessKey":"$reader_access","secretKey":"$reader_secret"}],
-  "actions":["Read:$BUCKET","List:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]}]}
+  "actions":["Read:$BUCKET","List:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]},
+ {"name":"data","credentials":[{"accessKey":"$data_access","secretKey":"$data_secret"}],
+  "actions":["Read:$DATA_BUCKET","List:$DATA_BUCKET"]}]}
 JSON
 kubectl -n mlsec-system create secret generic mlsec-s3-config --from-file=s3.json="$tmp/s3.json" --dry-run=client -o yaml | kubectl apply -f -
 s3_secret() { kubectl -n "$1" create secret generic "$2" --from-literal=AWS_ACCESS_KEY_ID="$3" \
   --from-literal=AWS_SECRET_ACCESS_KEY="$4" --dry-run=client -o yaml | kubectl apply -f -; }
 s3_secret kubeflow mlsec-s3 "$writer_access" "$writer_secret"
 s3_secret mlsec-serving mlsec-s3-reader "$reader_access" "$reader_secret"
+s3_secret kubeflow mlsec-s3-data "$data_access" "$data_secret"
 s3_secret mlsec-system mlsec-s3-admin "$admin_access" "$admin_secret"
 kubectl -n mlsec-serving delete secret mlsec-s3 --ignore-not-found  # the shared key of older installs
 $VENV/mlsec keys create --dir "$tmp/keys"

@@ -39,10 +39,13 @@ def test_every_task_runs_as_non_root(ir: tuple[dict[str, Any], dict[str, Any]]) 
 
 def test_s3_credentials_come_from_a_secret(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
     _, executors = ir
-    for name in ("exec-ingest", "exec-promote", "exec-serve"):
+    for name in ("exec-promote", "exec-serve"):
         (secret,) = executors[name]["secretAsEnv"]
         assert secret["secretName"] == "mlsec-s3"
         assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # Ingest parses untrusted files: it holds only the read-only data identity, never the writer's.
+    assert "secretAsEnv" not in executors["exec-ingest"]
+    assert "mlsec-s3-data" in {v["secretName"] for v in executors["exec-ingest"]["secretAsVolume"]}
     assert "secretAsEnv" not in executors["exec-gate"]  # gates need no storage credentials
     assert executors["exec-sign"]["secretAsVolume"][0]["secretName"] == "mlsec-signing-key"
 

@@ -221,7 +221,7 @@ def test_the_pipeline_holds_the_writer_identity_and_the_admin_key_is_mounted_now
                 and "delete" not in line]
 
 
-def test_seaweedfs_serves_only_s3_with_three_identities() -> None:
+def test_seaweedfs_serves_only_s3_with_one_identity_per_role() -> None:
     from mlsec.registry.seaweed import ACTIONS
 
     weed = next(o for o in _plain() if o["kind"] == "Deployment" and o["metadata"]["name"] == "seaweedfs")
@@ -230,5 +230,6 @@ def test_seaweedfs_serves_only_s3_with_three_identities() -> None:
     kind_up = (REPO / "deploy" / "kind-up.sh").read_text()
     for role, actions in ACTIONS.items():
         assert f'"name":"{role}"' in kind_up
-        scoped = actions if role == "admin" else [f"{a}:$BUCKET" for a in actions]
+        bucket = "$DATA_BUCKET" if role == "data" else "$BUCKET"  # ingest reads datasets, nothing of the registry
+        scoped = actions if role == "admin" else [f"{a}:{bucket}" for a in actions]
         assert json.dumps(scoped, separators=(",", ":")) in kind_up, role

@@ -8,12 +8,13 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from mlsec.registry.seaweed import ADMIN, PIPELINE, SERVER, LocalS3
+from mlsec.registry.seaweed import ADMIN, DATA, PIPELINE, SERVER, LocalS3
 from mlsec.registry.store import Registry
 
 from conftest import _authenticated
@@ -179,3 +180,31 @@ def test_grpc_ports_refuse_clients_without_the_per_directory_certificate(s3_serv
         out = ""  # it never got a connection
     assert locked_bucket not in out
     assert _as(s3_server, PIPELINE).get_object(Bucket=locked_bucket, Key="models/m/v/model.sig")["Body"].read()
+
+
+def test_ingest_reads_s3_datasets_with_the_read_only_data_identity(s3_server: LocalS3, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest parses files an attacker may have crafted, so what it holds can only read datasets: it reads
+    the allow-listed prefix with the data identity (the ambient credentials here are deliberately wrong),
+    that identity can neither write nor delete, and without it an s3:// source is refused."""
+    from mlsec.config import contract_path, sample_dataset
+    from mlsec.ingest import stage
+
+    bucket = f"data-{uuid.uuid4().hex[:12]}"
+    admin = _as(s3_server, ADMIN)
+    admin.create_bucket(Bucket=bucket)
+    admin.put_object(Bucket=bucket, Key="incoming/credit.csv", Body=sample_dataset().read_bytes())
+    for k, v in {"MLSEC_S3_ENDPOINT": s3_server.endpoint, "MLSEC_DATA_SOURCE_PREFIX": f"s3://{bucket}/incoming/",
+                 "MLSEC_DATA_S3_CREDENTIALS_DIR": str(s3_server.credentials_dir(DATA)),
+                 "AWS_ACCESS_KEY_ID": "not-a-key", "AWS_SECRET_ACCESS_KEY": "not-a-secret"}.items():
+        monkeypatch.setenv(k, v)
+    source = f"s3://{bucket}/incoming/credit.csv"
+    result = stage.run(source, contract_path(), tmp_path / "w")
+    assert result.evidence.errors == [] and result.dataset is not None
+    data = _as(s3_server, DATA)
+    assert _refused(data.put_object, Bucket=bucket, Key="incoming/planted.csv", Body=b"a\n1\n") == "AccessDenied"
+    assert _refused(data.delete_object, Bucket=bucket, Key="incoming/credit.csv") == "AccessDenied"
+    assert _refused(data.put_object, Bucket=bucket, Key="incoming/credit.csv", Body=b"a\n1\n") == "AccessDenied"
+    monkeypatch.delenv("MLSEC_DATA_S3_CREDENTIALS_DIR")
+    (error,) = stage.run(source, contract_path(), tmp_path / "w2").evidence.errors
+    assert error.code == "source_not_allowed" and "read-only data credentials" in error.message

@@ -80,9 +80,16 @@ def _read_local(uri: str, path: Path) -> bytes:
 
 
 def _s3_client() -> Any:
-    from mlsec.registry.s3 import client_from_env
+    """A client with the read-only data identity (MLSEC_DATA_S3_CREDENTIALS_DIR: a mounted Secret in a
+    cluster, LocalS3's "data" role locally); never the pipeline's writer credentials."""
+    from mlsec.registry.s3 import client
 
-    return client_from_env()
+    creds = os.environ.get("MLSEC_DATA_S3_CREDENTIALS_DIR")
+    if not creds:
+        raise IngestFailure("source_not_allowed", "s3:// datasets are read with the read-only data credentials, "
+                                                  "and none are configured (MLSEC_DATA_S3_CREDENTIALS_DIR)")
+    s = Settings()
+    return client(s.s3_endpoint, s.s3_region, credentials_dir=creds)
 
 
 def _check_s3(uri: str) -> tuple[str, str]:

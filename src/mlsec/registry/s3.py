@@ -10,8 +10,9 @@ from mlsec.config import Settings
 
 
 def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int = 5,
-           credentials: tuple[str, str] | None = None) -> Any:
-    """An S3 client; credentials (access key, secret key) given here win over the mounted or ambient ones."""
+           credentials: tuple[str, str] | None = None, credentials_dir: str | None = None) -> Any:
+    """An S3 client; credentials (access key, secret key) given here win over the mounted ones
+    (credentials_dir, else MLSEC_S3_CREDENTIALS_DIR), which win over the ambient AWS ones."""
     import boto3
     from botocore.config import Config
 
@@ -23,7 +24,7 @@ def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int
     )
     # Credentials come from a mounted Secret (files) or the standard AWS environment, never from code.
     creds = {}
-    if cred_dir := os.environ.get("MLSEC_S3_CREDENTIALS_DIR"):
+    if cred_dir := credentials_dir or os.environ.get("MLSEC_S3_CREDENTIALS_DIR"):
         d = Path(cred_dir)
         creds = {"aws_access_key_id": (d / "AWS_ACCESS_KEY_ID").read_text().strip(),
                  "aws_secret_access_key": (d / "AWS_SECRET_ACCESS_KEY").read_text().strip()}

@@ -7,6 +7,7 @@ Each credential can do only its job (s3.json, SeaweedFS's static identities with
 - "pipeline" (LocalS3.env, .credentials): read, write, list, tag, set and extend object retention. No
   Admin, no BypassGovernanceRetention, no PutBucketPolicy, no WriteAcp, no bucket creation, no legal hold.
 - "server" (the local model server, env_for("server")): read and list, nothing else.
+- "data" (ingest reading an s3:// dataset, MLSEC_DATA_S3_CREDENTIALS_DIR): read and list, nothing else.
 - "admin": creates the configured bucket with object lock when LocalS3 starts; nothing uses it after that.
 
 S3 is the only way in. Everything else `weed mini` listens on is closed to a client without secrets
@@ -75,7 +76,7 @@ def _pick_ports(n: int) -> list[int]:
     return ports
 
 
-ADMIN, PIPELINE, SERVER = "admin", "pipeline", "server"
+ADMIN, PIPELINE, SERVER, DATA = "admin", "pipeline", "server", "data"
 # SeaweedFS identity actions. Admin implies every action, including BypassGovernanceRetention and
 # PutBucketPolicy; neither is granted on its own to anyone else. Write covers put, delete (a delete
 # marker, or an unlocked version), multipart, versioning and lifecycle settings of a bucket.
@@ -84,6 +85,7 @@ ACTIONS: dict[str, list[str]] = {
     PIPELINE: ["Read", "Write", "List", "Tagging", "GetObjectRetention", "PutObjectRetention",
                "GetBucketObjectLockConfiguration"],
     SERVER: ["Read", "List", "GetBucketObjectLockConfiguration"],
+    DATA: ["Read", "List"],
 }
 ROLES = tuple(ACTIONS)
 
@@ -96,11 +98,6 @@ class Credentials:
     @classmethod
     def new(cls) -> Credentials:
         return cls("MLSEC" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> Credentials:
-        """The pipeline's credentials from s3.json (created with all three identities if missing)."""
-        return identities(path)[PIPELINE]
 
 
 def identities(path: Path) -> dict[str, Credentials]:
@@ -200,8 +197,10 @@ class LocalS3:
 
     @property
     def env(self) -> dict[str, str]:
-        """What pipeline tasks read: the pipeline's credentials, and where the server's read-only ones are."""
-        return {**self.env_for(PIPELINE), "MLSEC_SERVE_S3_CREDENTIALS_DIR": str(self.credentials_dir(SERVER))}
+        """What pipeline tasks read: the pipeline's credentials, and where the server's and ingest's read-only
+        ones are."""
+        return {**self.env_for(PIPELINE), "MLSEC_SERVE_S3_CREDENTIALS_DIR": str(self.credentials_dir(SERVER)),
+                "MLSEC_DATA_S3_CREDENTIALS_DIR": str(self.credentials_dir(DATA))}
 
     def env_for(self, role: str) -> dict[str, str]:
         creds = self.identities[role]
@@ -226,7 +225,7 @@ class LocalS3:
             (self.data_dir / "weed").mkdir(exist_ok=True)
             self.identities = identities(self.data_dir / "s3.json")
             (self.data_dir / "credentials").mkdir(mode=0o700, exist_ok=True)
-            for role in (PIPELINE, SERVER):  # the admin's key stays in s3.json only
+            for role in (PIPELINE, SERVER, DATA):  # the admin's key stays in s3.json only
                 creds = self.identities[role]
                 write_secret(self.credentials_dir(role) / "AWS_ACCESS_KEY_ID", creds.access_key.encode())
                 write_secret(self.credentials_dir(role) / "AWS_SECRET_ACCESS_KEY", creds.secret_key.encode())
