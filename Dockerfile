@@ -1,23 +1,51 @@
 # syntax=docker/dockerfile:1
-# The one image every pipeline task and the model server run in.
-#   docker build -t mlsec .                                   (CPU torch)
-#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 -t mlsec:gpu .
-FROM python:3.11-slim-bookworm AS build
+# The one image every pipeline task and the model server run in. Build it with `make image` (podman), which
+# records the image digest in build/image.digest; `mlsec compile --image REF@sha256:...` pins every task to it.
+#   BASE_IMAGE    a Debian bookworm base with python3 and python3-venv: the public slim Python image where a
+#                 registry is reachable, containers/base-image.sh (debootstrap) where it is not
+#   TORCH_VARIANT cpu (default) or a CUDA build such as cu126: the CUDA variant of the same image
+#   TORCH_INDEX   where that torch wheel comes from; empty when a mounted find-links dir (/wheels) holds it
+# Build secrets, never written into a layer: `ca` (the CA bundle of a TLS-re-signing network or proxy) and
+# `pipconf` (a pip config), mounted by RUN --mount=type=secret for the install step only.
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone, so a source change rebuilds only the last, fast layer.
+COPY pyproject.toml ./
+# /wheels: a read-only find-links dir the build may mount (podman build -v DIR:/wheels:ro).
+RUN --mount=type=secret,id=ca --mount=type=secret,id=pipconf \
+    set -eu; \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; \
+    if [ -d /wheels ]; then export PIP_FIND_LINKS=/wheels; fi; \
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt; \
+    pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "torch==2.13.0+${TORCH_VARIANT}" \
+ && pip install -r /tmp/requirements.txt "setuptools>=68" \
+ && pip install --ignore-requires-python opa-golib-python-bindings==0.4.4 \
+ && rm /tmp/requirements.txt
+COPY README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "torch==2.13.0" \
- && pip install . \
- && pip install --ignore-requires-python opa-golib-python-bindings==0.4.4 \
- && pip check
+RUN pip install --no-deps --no-build-isolation . && pip check
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG TORCH_VARIANT=cpu
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="mlsec" \
+      org.opencontainers.image.description="OPA-gated ML pipeline tasks and model server" \
+      org.opencontainers.image.source="https://github.com/mlsec/mlsec" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      io.mlsec.torch-variant="${TORCH_VARIANT}"
 # checkov:skip=CKV_DOCKER_2: no HEALTHCHECK on purpose: the same image runs short-lived pipeline tasks, and the
 #   server's health is checked by the Kubernetes readiness/liveness probes in helm/mlsec (Docker's is ignored there).
 # No compilers, no pip cache, no secrets: keys and credentials arrive as mounted Secrets at run time.

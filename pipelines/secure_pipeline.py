@@ -6,13 +6,14 @@ Every gate returns "allow" or "deny"; each dsl.If has an Else that halts the run
 
 from kfp import dsl
 
-from components._platform import gpu, harden
+from components._platform import gpu
 from components.gate import gate, halt
 from components.ingest import ingest
 from components.promote import promote
 from components.serve import serve
 from components.sign import sign
 from components.train import train
+from pipelines.resources import TRAIN, harden, sized
 
 
 @dsl.pipeline(name="mlsec-secure-pipeline", description="Raw data to a served model through OPA-gated security stages")
@@ -28,8 +29,8 @@ def secure_pipeline(
     data = harden(ingest(source=source, contract=contract), data_source=True)
     data_gate = harden(gate(gate="data", environment=environment, evidence=data.outputs["evidence"]), gate_key=True)
     with dsl.If(data_gate.outputs["Output"] == "allow", name="data-allowed"):
-        model = gpu(harden(train(dataset=data.outputs["dataset"], contract=contract, model_name=model_name,
-                                 epochs=epochs)))
+        model = sized(gpu(harden(train(dataset=data.outputs["dataset"], contract=contract, model_name=model_name,
+                                       epochs=epochs))), TRAIN)
         train_gate = harden(gate(gate="training", environment=environment, evidence=model.outputs["evidence"],
                                  history=data_gate.outputs["decisions"]), gate_key=True)
         with dsl.If(train_gate.outputs["Output"] == "allow", name="training-allowed"):

@@ -46,7 +46,12 @@ def test_s3_credentials_come_from_a_secret(ir: tuple[dict[str, Any], dict[str, A
     # Ingest parses untrusted files: it holds only the read-only data identity, never the writer's.
     assert "secretAsEnv" not in executors["exec-ingest"]
     assert "mlsec-s3-data" in {v["secretName"] for v in executors["exec-ingest"]["secretAsVolume"]}
-    assert "secretAsEnv" not in executors["exec-gate"]  # gates need no storage credentials
+    # Gates hold no registry credential, only the audit writer's (it reaches <bucket>/audit/ alone).
+    assert "secretAsEnv" not in executors["exec-gate"]
+    gate_mounts = {v["secretName"]: v["mountPath"] for v in executors["exec-gate"]["secretAsVolume"]}
+    assert gate_mounts["mlsec-s3-audit"] == "/etc/mlsec/s3-audit"
+    promote_mounts = {v["secretName"] for v in executors["exec-promote"]["secretAsVolume"]}
+    assert "mlsec-s3-audit" in promote_mounts
     assert executors["exec-sign"]["secretAsVolume"][0]["secretName"] == "mlsec-signing-key"
 
 
@@ -66,3 +71,51 @@ def test_every_gate_has_an_else_that_halts(ir: tuple[dict[str, Any], dict[str, A
 def test_pip_check_passes() -> None:
     out = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+PINNED = "registry.example/mlsec@sha256:" + "ab" * 32
+
+
+def _executors(path: Any) -> dict[str, Any]:
+    spec = next(yaml.safe_load_all(path.read_text()))
+    return spec["deploymentSpec"]["executors"]  # type: ignore[no-any-return]
+
+
+def test_image_digest_reaches_every_task(tmp_path: Any) -> None:
+    out = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--env", "prod", "--image", PINNED, "-o", str(out)]) == 0
+    executors = _executors(out)
+    assert len(executors) >= 12
+    assert {ex["container"]["image"] for ex in executors.values()} == {PINNED}
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+@pytest.mark.parametrize("image", ["ghcr.io/mlsec/mlsec:0.1.0", "registry.example/mlsec",
+                                   "registry.example/mlsec@sha256:" + "ab" * 31,
+                                   "registry.example/mlsec@sha256:" + "AB" * 32])
+def test_staging_and_prod_refuse_an_image_not_pinned_by_digest(tmp_path: Any, env: str, image: str) -> None:
+    from pipelines.compile import ImageNotPinned, compile_pipeline
+
+    with pytest.raises(ImageNotPinned, match="digest"):
+        compile_pipeline(tmp_path / "p.yaml", env, image)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_dev_accepts_a_tag(tmp_path: Any) -> None:
+    from pipelines.compile import compile_pipeline
+
+    assert compile_pipeline(tmp_path / "p.yaml", "dev", "localhost/mlsec:cpu") == "localhost/mlsec:cpu"
+
+
+def test_every_task_has_requests_and_limits_and_train_is_sized_apart(
+        ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = ir
+    executors = spec["deploymentSpec"]["executors"]
+    keys = ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit")
+    for name, ex in executors.items():
+        res = ex["container"].get("resources", {})
+        assert all(res.get(k) for k in keys), name
+        assert res["cpuRequest"] <= res["cpuLimit"] and res["memoryRequest"] <= res["memoryLimit"], name
+    train = executors["exec-train"]["container"]["resources"]
+    light = executors["exec-gate"]["container"]["resources"]
+    assert train["memoryLimit"] > light["memoryLimit"] and train["cpuLimit"] > light["cpuLimit"]
