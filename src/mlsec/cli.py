@@ -50,12 +50,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from kfp import compiler
+    from pipelines.compile import compile_pipeline
 
-    from pipelines.secure_pipeline import secure_pipeline
-
-    compiler.Compiler().compile(secure_pipeline, args.output)
-    print(f"wrote {args.output}")
+    image = compile_pipeline(Path(args.output), args.env or Settings().environment, args.image)
+    print(f"wrote {args.output} (every task in {image})")
     return 0
 
 
@@ -441,6 +439,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
     c.add_argument("-o", "--output", default="pipeline.yaml")
+    c.add_argument("--image", help="image for every task, REF@sha256:... (required for staging/prod; see make image)")
+    c.add_argument("--env", default="", help="target environment (default: MLSEC_ENV or dev)")
     c.set_defaults(func=_compile)
 
     s = sub.add_parser("submit", help="compile and submit to a Kubeflow Pipelines endpoint")
