@@ -222,7 +222,7 @@ def test_the_pipeline_holds_the_writer_identity_and_the_admin_key_is_mounted_now
 
 
 def test_seaweedfs_serves_only_s3_with_one_identity_per_role() -> None:
-    from mlsec.registry.seaweed import ACTIONS
+    from mlsec.registry.seaweed import ACTIONS, audit_actions
 
     weed = next(o for o in _plain() if o["kind"] == "Deployment" and o["metadata"]["name"] == "seaweedfs")
     args = weed["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -233,3 +233,41 @@ def test_seaweedfs_serves_only_s3_with_one_identity_per_role() -> None:
         bucket = "$DATA_BUCKET" if role == "data" else "$BUCKET"  # ingest reads datasets, nothing of the registry
         scoped = actions if role == "admin" else [f"{a}:{bucket}" for a in actions]
         assert json.dumps(scoped, separators=(",", ":")) in kind_up, role
+    audit = audit_actions("$BUCKET")  # the audit writer is scoped to a key prefix, not a whole bucket
+    assert '"name":"audit"' in kind_up and json.dumps(audit, separators=(",", ":")) in kind_up
+
+
+def _role_allows(rules: list[dict[str, Any]], obj: dict[str, Any], verb: str) -> bool:
+    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+    resource = {"Deployment": "deployments", "NetworkPolicy": "networkpolicies",
+                "InferenceService": "inferenceservices"}[obj["kind"]]
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+               and obj["metadata"]["name"] in r.get("resourceNames", [obj["metadata"]["name"]]) for r in rules)
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_serve_stage_applies_what_the_environments_release_installed(env: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serve task's objects against `helm template -f values-<env>.yaml` of the same release: the same
+    workload kind, and every applied object is one the release's deployer Role lets the task patch."""
+    from mlsec.config import Settings
+    from mlsec.registry.task import cluster_release
+    from mlsec.serve.deploy import APPLIED_KINDS, environment_values
+
+    monkeypatch.setenv("MLSEC_IMAGE", "registry.example/mlsec@" + DIGEST)
+    applied = cluster_release("credit", "abababababababab", "ab" * 32, env, env, "mlsec-serving", Settings())
+    installed = render_chart("credit-" + env, "mlsec-serving", environment_values(env))
+    workloads = {"Deployment", "InferenceService"}
+    assert {o["kind"] for o in applied} & workloads == {o["kind"] for o in installed} & workloads
+    assert len([o for o in applied if o["kind"] in workloads]) == 1
+    (role,) = [o for o in installed if o["kind"] == "Role" and o["metadata"]["name"].endswith("-deployer")]
+    for obj in applied:
+        assert obj["kind"] in APPLIED_KINDS
+        assert _role_allows(role["rules"], obj, "patch"), (env, obj["kind"], obj["metadata"]["name"])
+    # What differs per environment reaches the applied workload: replicas in dev, the rate limit in prod.
+    workload = next(o for o in applied if o["kind"] in workloads)
+    text = json.dumps(workload)
+    if env == "dev":
+        assert workload["spec"]["replicas"] == 1
+    if env == "prod":
+        assert "20/second" in text and "50/second" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from mlsec.config import Settings
 from mlsec.config import policy_dir
@@ -15,7 +16,7 @@ from mlsec.ingest.evidence import DataEvidence
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
-from mlsec.serve.deploy import free_port, local_objects, release_objects, render_chart
+from mlsec.serve.deploy import free_port, local_objects, release_objects, render_release
 from mlsec.serve.evidence import DeploymentEvidence, Release
 from mlsec.sign.methods import configured_trust
 from mlsec.train.evidence import TrainingEvidence
@@ -52,16 +53,22 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     if settings.deploy_target == "local":
         objects = local_objects(model_name, record.version, "127.0.0.1", free_port())
     else:
-        image = os.environ.get("MLSEC_IMAGE", "")
-        repo, _, digest = image.partition("@")
-        objects = release_objects(render_chart(f"{model_name}-{stage}", namespace, {
-            "model": {"name": model_name, "ref": record.version, "digest": record.model_digest},
-            "image": {"repository": repo, "digest": digest},
-            "s3": {"endpoint": settings.s3_endpoint or "", "bucket": settings.s3_bucket},
-        }))
+        objects = cluster_release(model_name, record.version, record.model_digest, stage, env, namespace, settings)
     DeploymentEvidence(
         subject=Subject(name=model_name, digest=record.model_digest),
         release=Release(model=model_name, version=record.version, stage=stage,
                         target="local" if settings.deploy_target == "local" else "cluster", namespace=namespace),
         objects=objects,
     ).write(release_out)
+
+
+def cluster_release(model_name: str, version: str, model_digest: str, stage: str, env: str, namespace: str,
+                    settings: Settings) -> list[dict[str, Any]]:
+    """The objects the serve task applies: the chart with the environment's values file (what the platform team
+    installed the release with), then this model version and the image the pipeline runs in."""
+    repo, _, digest = os.environ.get("MLSEC_IMAGE", "").partition("@")
+    return release_objects(render_release(f"{model_name}-{stage}", namespace, env, {
+        "model": {"name": model_name, "ref": version, "digest": model_digest},
+        "image": {"repository": repo, "digest": digest},
+        "s3": {"endpoint": settings.s3_endpoint or "", "bucket": settings.s3_bucket},
+    }))

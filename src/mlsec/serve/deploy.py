@@ -34,6 +34,28 @@ def render_chart(release: str, namespace: str, values: dict[str, Any]) -> list[d
             for doc in yaml.safe_load_all(text) if doc]
 
 
+def environment_values(environment: str) -> dict[str, Any]:
+    """values-<environment>.yaml of the chart: what the platform team installed that environment's release with."""
+    path = chart_dir() / f"values-{environment}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no values file for environment {environment!r}: {path} is missing")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of `-f` files and `--set`: maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (merge_values(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
+    return out
+
+
+def render_release(release: str, namespace: str, environment: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart as `helm template -f values-<environment>.yaml --set <overrides>` renders it."""
+    return render_chart(release, namespace, merge_values(environment_values(environment), overrides))
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now, on loopback."""
     with socket.socket() as s:
