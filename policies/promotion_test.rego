@@ -255,3 +255,31 @@ test_decisions_under_another_environment_denied if {
 	some msg in d.deny
 	contains(msg, "the training-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not prod")
 }
+
+# Metric bars at their boundary: exactly the stage minimum passes, just below it is denied.
+prod_metrics(metrics) := decide(object.union(good, {"target_stage": "prod", "current_stages": ["staging"], "approvals": [bob, carol], "metrics": metrics}), "prod", earlier)
+
+test_prod_metric_bars_at_the_boundary if {
+	bar := data.data.prod.promotion.stages.prod
+	prod_metrics({"accuracy": bar.min_accuracy, "auc": bar.min_auc}).allow
+	not prod_metrics({"accuracy": bar.min_accuracy - 0.001, "auc": bar.min_auc}).allow
+	not prod_metrics({"accuracy": bar.min_accuracy, "auc": bar.min_auc - 0.001}).allow
+}
+
+# The trust-any-signer toggle in the signing section: on, an unlisted signer may be promoted; off, not.
+signer_toggle(on) := d if {
+	d := gate.decision with input as {"environment": "dev", "evidence": good, "decisions": earlier}
+		with data.data as object.union(data.data, {"dev": {"signing": {"trust_any_signer": on, "allowed_signers": []}}})
+}
+
+test_trust_any_signer_toggle_on_and_off if {
+	signer_toggle(true).allow
+	some msg in signer_toggle(false).deny
+	contains(msg, "is not on the dev allow list")
+}
+
+# An environment without promotion policy gets that one reason, not a cascade from rules that read it.
+test_unknown_environment_gets_one_reason if {
+	d := gate.decision with input as {"environment": "nope", "evidence": good, "decisions": earlier}
+	d.deny == {`no promotion policy for environment "nope"`}
+}

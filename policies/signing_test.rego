@@ -108,3 +108,25 @@ test_training_decision_under_another_environment_denied if {
 	some msg in d.deny
 	contains(msg, "training-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not staging")
 }
+
+# The trust-any-signer toggle: on, an unlisted signer passes with a warning naming the toggle; a listed one
+# passes without it; off, the unlisted signer is denied and no warning claims it was accepted.
+trusting(env, on, allowed) := d if {
+	patched := object.union(data.data, {env: {"signing": {"trust_any_signer": on, "allowed_signers": allowed}}})
+	here := [object.union(x, {"environment": env}) | some x in two_decisions]
+	d := gate.decision with input as {"environment": env, "evidence": good, "decisions": here}
+		with data.data as patched
+}
+
+test_trust_any_signer_toggle_warns_only_for_unlisted_signers if {
+	on := trusting("prod", true, ["sha256:someone-else"])
+	on.allow
+	some w in on.warn
+	contains(w, "accepted only because prod trusts any signer")
+	listed := trusting("prod", true, [signer])
+	listed.allow
+	count(listed.warn) == 0
+	off := trusting("prod", false, ["sha256:someone-else"])
+	not off.allow
+	count(off.warn) == 0
+}
