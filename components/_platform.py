@@ -11,11 +11,12 @@ UID = 10001
 CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
                "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
                "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX",
-               "MLSEC_DATA_S3_CREDENTIALS_DIR"]
+               "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
 GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
 GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
 DATA_S3_DIR = "/etc/mlsec/s3-data"  # MLSEC_DATA_S3_CREDENTIALS_DIR: the read-only identity ingest reads with
+AUDIT_S3_DIR = "/etc/mlsec/s3-audit"  # MLSEC_AUDIT_S3_CREDENTIALS_DIR: writes <bucket>/audit/ and nothing else
 
 
 def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False,
@@ -34,8 +35,9 @@ def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, p
     # Every task verifies signed decisions; only gate tasks (and promote) hold the environment's gate key,
     # a Secret of the namespace the environment's runs use, apart from the model-signing key.
     kubernetes.use_config_map_as_volume(task, "mlsec-gate-trust", mount_path=GATE_TRUST_DIR)
-    if gate_key:
+    if gate_key:  # whoever signs decisions appends them to the shared audit log, with a key for that alone
         kubernetes.use_secret_as_volume(task, "mlsec-gate-key", mount_path=GATE_KEY_DIR)
+        kubernetes.use_secret_as_volume(task, "mlsec-s3-audit", mount_path=AUDIT_S3_DIR)
     return task
 
 

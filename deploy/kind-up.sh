@@ -34,9 +34,10 @@ kubectl apply -f manifests/namespaces.yaml
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
 # Secrets are generated here and go straight into the cluster; nothing is written to the repo.
-# Three S3 identities, each able to do only its job (src/mlsec/registry/seaweed.py ACTIONS, scoped to the bucket):
-# the pipeline writes (kubeflow: mlsec-s3), the server reads (mlsec-serving: mlsec-s3-reader), and the admin
-# sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
+# S3 identities, each able to do only its job (src/mlsec/registry/seaweed.py ACTIONS, scoped to the bucket):
+# the pipeline writes (kubeflow: mlsec-s3), the server reads (mlsec-serving: mlsec-s3-reader), ingest reads
+# datasets (mlsec-s3-data), gates append to the audit log under $BUCKET/audit/ only (mlsec-s3-audit), and the
+# admin sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
 BUCKET=mlsec-models
 DATA_BUCKET=mlsec-data  # where datasets are read from (MLSEC_DATA_SOURCE_PREFIX in manifests/config.yaml)
 pair() { echo "MLSEC$(openssl rand -hex 8 | tr a-f A-F) $(openssl rand -base64 30 | tr -d '/+=')"; }
@@ -44,6 +45,7 @@ read -r admin_access admin_secret <<<"$(pair)"
 read -r writer_access writer_secret <<<"$(pair)"
 read -r reader_access reader_secret <<<"$(pair)"
 read -r data_access data_secret <<<"$(pair)"
+read -r audit_access audit_secret <<<"$(pair)"
 cat > "$tmp/s3.json" <<JSON
 {"identities":[
  {"name":"admin","credentials":[{"accessKey":"$admin_access","secretKey":"$admin_secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
@@ -52,7 +54,9 @@ cat > "$tmp/s3.json" <<JSON
  {"name":"server","credentials":[{"accessKey":"$reader_access","secretKey":"$reader_secret"}],
   "actions":["Read:$BUCKET","List:$BUCKET","GetBucketObjectLockConfiguration:$BUCKET"]},
  {"name":"data","credentials":[{"accessKey":"$data_access","secretKey":"$data_secret"}],
-  "actions":["Read:$DATA_BUCKET","List:$DATA_BUCKET"]}]}
+  "actions":["Read:$DATA_BUCKET","List:$DATA_BUCKET"]},
+ {"name":"audit","credentials":[{"accessKey":"$audit_access","secretKey":"$audit_secret"}],
+  "actions":["Read:$BUCKET/audit/*","Write:$BUCKET/audit/*","GetObjectRetention:$BUCKET/audit/*","PutObjectRetention:$BUCKET/audit/*","List:$BUCKET"]}]}
 JSON
 kubectl -n mlsec-system create secret generic mlsec-s3-config --from-file=s3.json="$tmp/s3.json" --dry-run=client -o yaml | kubectl apply -f -
 s3_secret() { kubectl -n "$1" create secret generic "$2" --from-literal=AWS_ACCESS_KEY_ID="$3" \
@@ -60,6 +64,7 @@ s3_secret() { kubectl -n "$1" create secret generic "$2" --from-literal=AWS_ACCE
 s3_secret kubeflow mlsec-s3 "$writer_access" "$writer_secret"
 s3_secret mlsec-serving mlsec-s3-reader "$reader_access" "$reader_secret"
 s3_secret kubeflow mlsec-s3-data "$data_access" "$data_secret"
+s3_secret kubeflow mlsec-s3-audit "$audit_access" "$audit_secret"  # gate tasks: the audit log only
 s3_secret mlsec-system mlsec-s3-admin "$admin_access" "$admin_secret"
 kubectl -n mlsec-serving delete secret mlsec-s3 --ignore-not-found  # the shared key of older installs
 $VENV/mlsec keys create --dir "$tmp/keys"

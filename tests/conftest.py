@@ -73,6 +73,15 @@ def registry(s3_server: LocalS3, gate_keys: GateKeys) -> Registry:
     return reg
 
 
+def bucket_env(server: LocalS3, bucket: str) -> dict[str, str]:
+    """A task's S3 settings for one of the tests' fresh buckets. Those lie outside the audit identity's scope
+    (the buckets the server was started with), so there the audit log writes with the pipeline's key, as it
+    would on a user's own S3; test_s3_identities plays the audit identity itself."""
+    env = {**server.env, "MLSEC_S3_BUCKET": bucket}
+    del env["MLSEC_AUDIT_S3_CREDENTIALS_DIR"]
+    return env
+
+
 def _authenticated(server: LocalS3, max_attempts: int = 2, role: str = "admin"):  # type: ignore[no-untyped-def]
     """A client with one of this server's identities (full rights unless told), without touching the
     process environment."""

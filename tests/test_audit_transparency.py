@@ -19,6 +19,8 @@ from mlsec.gates.decision import Decision
 from mlsec.gates.transparency import Checkpoint, CheckpointStore, Frontier, LogError, leaf_hash
 from mlsec.registry.store import Registry
 
+from conftest import bucket_env
+
 
 def _decision(i: int, allow: bool) -> Decision:
     return Decision(gate="data", environment="dev", allow=allow, deny=[] if allow else [f"reason {i}"],
@@ -229,7 +231,7 @@ def test_s3_log_truncated_or_emptied_by_delete_markers(registry: Registry, signe
 @pytest.fixture
 def cli_env(tmp_path: Path, registry: Registry, s3_server, monkeypatch: pytest.MonkeyPatch) -> Path:  # type: ignore[no-untyped-def]
     """A local run's setting: S3 configured, the audit key made on first use under MLSEC_KEY_DIR."""
-    for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_HOME": str(tmp_path / "home"),
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_HOME": str(tmp_path / "home"),
                  "MLSEC_DEPLOY_TARGET": "local", "MLSEC_AUDIT_LOG": str(tmp_path / "decisions.jsonl")}.items():
         monkeypatch.setenv(k, v)
     for k in ("MLSEC_GATE_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_KEY_DIR"):

@@ -12,13 +12,13 @@ from mlsec.registry.seaweed import LocalS3
 from mlsec.registry.store import Registry
 from mlsec.sign import keys
 
-from conftest import GateKeys, Signed
+from conftest import GateKeys, Signed, bucket_env
 
 
 @pytest.fixture
 def cli_env(s3_server: LocalS3, registry: Registry, key_pair: keys.KeyPair, tmp_path: Path, gate_keys: GateKeys,
             monkeypatch: pytest.MonkeyPatch) -> Registry:
-    for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
                  "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MLSEC_ENV": "dev",
                  "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir)}.items():
         monkeypatch.setenv(k, v)

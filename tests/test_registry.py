@@ -16,7 +16,7 @@ from mlsec.registry.store import Registry, RegistryError
 from mlsec.sign import keys
 from mlsec.sign import stage as signing
 
-from conftest import GateKeys, Signed
+from conftest import GateKeys, Signed, bucket_env
 from registry_support import Approver, chain_engine, promote
 
 
@@ -402,7 +402,7 @@ def test_promote_task_judges_in_the_pipeline_environment(tmp_path: Path, registr
     from mlsec.gates.decision import GateDenied
     from mlsec.registry import task
 
-    for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_PUBLIC_KEY": str(key_pair.public_key),
                  "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "MLSEC_ENV": "dev",
                  "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir), "MLSEC_KEY_DIR": str(gate_keys.dir.parent)}.items():
         monkeypatch.setenv(k, v)

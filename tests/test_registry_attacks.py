@@ -18,7 +18,7 @@ from mlsec.registry.seaweed import LocalS3
 from mlsec.registry.store import Registry, RegistryError
 from mlsec.sign import keys
 
-from conftest import GateKeys, Signed, _authenticated
+from conftest import GateKeys, Signed, _authenticated, bucket_env
 from registry_support import Approver, chain_engine, promote
 
 
@@ -84,7 +84,7 @@ def test_T07_handwritten_alias_is_refused_by_pull_and_serve(tmp_path: Path, regi
     from mlsec.serve import auth
 
     auth.create(tmp_path / "keys.json", "c")
-    for k, v in {**s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_HOME": str(tmp_path / "home"),
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_HOME": str(tmp_path / "home"),
                  "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir)}.items():
         monkeypatch.setenv(k, v)
     assert main(["serve", "--name", "credit", "--ref", "prod", "--public-key", str(key_pair.public_key),

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from mlsec.registry.seaweed import ADMIN, DATA, PIPELINE, SERVER, LocalS3
+from mlsec.registry.seaweed import ADMIN, AUDIT, DATA, PIPELINE, SERVER, LocalS3
 from mlsec.registry.store import Registry
 
-from conftest import _authenticated
+from conftest import GateKeys, _authenticated
 
 
 def _as(server: LocalS3, role: str) -> Any:
@@ -208,3 +208,32 @@ def test_ingest_reads_s3_datasets_with_the_read_only_data_identity(s3_server: Lo
     monkeypatch.delenv("MLSEC_DATA_S3_CREDENTIALS_DIR")
     (error,) = stage.run(source, contract_path(), tmp_path / "w2").evidence.errors
     assert error.code == "source_not_allowed" and "read-only data credentials" in error.message
+
+
+def test_gates_append_to_the_audit_log_with_an_identity_that_reaches_nothing_else(s3_server: LocalS3,
+                                                                                  gate_keys: GateKeys) -> None:
+    """Gate tasks sign decisions and append them to the shared log; what they hold of S3 is the audit
+    writer's key, which appends and checkpoints under <bucket>/audit/ and reaches no model, record or alias."""
+    from mlsec.gates.audit import S3AuditLog
+    from mlsec.gates.decision import Decision
+
+    (bucket,) = s3_server.bucket_names
+    pipeline, audit = _as(s3_server, PIPELINE), _as(s3_server, AUDIT)
+    pipeline.put_object(Bucket=bucket, Key="models/m/0123456789abcdef/model.sig", Body=b"signature")
+    prefix = f"audit/t-{uuid.uuid4().hex[:12]}"
+    signer = gate_keys.signer("audit")
+    log = S3AuditLog(audit, bucket, prefix=prefix, retention_days=1, signer=signer, keys=[signer.public_key])
+    for allow in (True, False):
+        log.append(Decision(gate="data", environment="dev", allow=allow, deny=[] if allow else ["no"],
+                            subject="sha256:" + "0" * 64, evidence_sha256="1" * 64, policy_sha256=None,
+                            engine="opa-inprocess"))
+    assert S3AuditLog(audit, bucket, prefix=prefix, keys=[signer.public_key], checkpointed=True).verify() == 2
+
+    for key in ("models/m/0123456789abcdef/model.sig", "promotions/m/prod/x.dsse.json", "aliases/m/prod.json",
+                "revocations/m/0123456789abcdef.json", "auditx/entries/1.json"):
+        assert _refused(audit.put_object, Bucket=bucket, Key=key, Body=b"evil") == "AccessDenied", key
+    assert _refused(audit.get_object, Bucket=bucket, Key="models/m/0123456789abcdef/model.sig") == "AccessDenied"
+    assert _refused(audit.delete_object, Bucket=bucket, Key="models/m/0123456789abcdef/model.sig") == "AccessDenied"
+    other = f"locked-{uuid.uuid4().hex[:12]}"
+    Registry(_as(s3_server, ADMIN), other).ensure_bucket(create=True)
+    assert _refused(audit.put_object, Bucket=other, Key="audit/entries/1.json", Body=b"x") == "AccessDenied"

@@ -16,7 +16,7 @@ from mlsec.serve.deploy import free_port
 from mlsec.serve.model import SignedModel
 from mlsec.sign import keys
 
-from conftest import Signed
+from conftest import Signed, bucket_env
 
 GOOD = {"age": 40, "income": 50000.0, "loan_amount": 10000.0, "credit_history_years": 10,
         "num_late_payments": 0, "debt_to_income": 0.3}
@@ -117,7 +117,7 @@ def test_server_refuses_to_start_on_revoked_version(tmp_path: Path, s3_server, r
     version = signed.register(registry, key_pair)
     registry.revoke("credit", version, "poisoned", by="sec", signer=gate_keys.signer("dev"))
     auth.create(tmp_path / "keys.json", "c")
-    env = {**os.environ, **s3_server.env, "MLSEC_S3_BUCKET": registry.bucket, "MLSEC_HOME": str(tmp_path),
+    env = {**os.environ, **bucket_env(s3_server, registry.bucket), "MLSEC_HOME": str(tmp_path),
            "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir)}
     out = subprocess.run([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--ref", version,
                           "--public-key", str(key_pair.public_key), "--port", str(free_port()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
@@ -57,7 +58,9 @@ def audit_sinks(settings: Settings) -> AuditSink:
     from mlsec.gates.transparency import CheckpointStore
     from mlsec.registry.s3 import client_from_env
 
-    s3 = client_from_env()
+    # The audit writer's own credential (it reaches <bucket>/audit/ only) where one is configured: gate tasks
+    # hold nothing else of S3. Without it, the ambient credentials (a user's own S3 and keys).
+    s3 = client_from_env(os.environ.get("MLSEC_AUDIT_S3_CREDENTIALS_DIR") or None)
     signer = configured_signer(settings, "audit")
     trusted = gate_trust(settings.key_dir).for_env("audit")
     if cluster:  # a pod's own file starts empty in every pod: only the shared log can be checkpointed

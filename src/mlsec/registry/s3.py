@@ -35,6 +35,7 @@ def client(endpoint: str | None, region: str = "us-east-1", *, max_attempts: int
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=cfg, **creds)
 
 
-def client_from_env() -> Any:
+def client_from_env(credentials_dir: str | None = None) -> Any:
     s = Settings()
-    return client(s.s3_endpoint, s.s3_region, max_attempts=int(os.environ.get("MLSEC_S3_MAX_ATTEMPTS", "5")))
+    return client(s.s3_endpoint, s.s3_region, max_attempts=int(os.environ.get("MLSEC_S3_MAX_ATTEMPTS", "5")),
+                  credentials_dir=credentials_dir)

@@ -8,6 +8,8 @@ Each credential can do only its job (s3.json, SeaweedFS's static identities with
   Admin, no BypassGovernanceRetention, no PutBucketPolicy, no WriteAcp, no bucket creation, no legal hold.
 - "server" (the local model server, env_for("server")): read and list, nothing else.
 - "data" (ingest reading an s3:// dataset, MLSEC_DATA_S3_CREDENTIALS_DIR): read and list, nothing else.
+- "audit" (gates and promote appending to the shared audit log, MLSEC_AUDIT_S3_CREDENTIALS_DIR): read,
+  write and lock objects under <bucket>/audit/ only, list the bucket; no model, record or alias.
 - "admin": creates the configured bucket with object lock when LocalS3 starts; nothing uses it after that.
 
 S3 is the only way in. Everything else `weed mini` listens on is closed to a client without secrets
@@ -76,7 +78,7 @@ def _pick_ports(n: int) -> list[int]:
     return ports
 
 
-ADMIN, PIPELINE, SERVER, DATA = "admin", "pipeline", "server", "data"
+ADMIN, PIPELINE, SERVER, DATA, AUDIT = "admin", "pipeline", "server", "data", "audit"
 # SeaweedFS identity actions. Admin implies every action, including BypassGovernanceRetention and
 # PutBucketPolicy; neither is granted on its own to anyone else. Write covers put, delete (a delete
 # marker, or an unlocked version), multipart, versioning and lifecycle settings of a bucket.
@@ -87,7 +89,21 @@ ACTIONS: dict[str, list[str]] = {
     SERVER: ["Read", "List", "GetBucketObjectLockConfiguration"],
     DATA: ["Read", "List"],
 }
-ROLES = tuple(ACTIONS)
+ROLES = (*ACTIONS, AUDIT)
+AUDIT_PREFIX = "audit"  # where S3AuditLog and CheckpointStore write (mlsec.gates.audit, .transparency)
+
+
+def audit_actions(bucket: str) -> list[str]:
+    """The audit writer's actions on one bucket. Gate tasks hold the gate key and append to the shared log,
+    so they get a credential that reaches nothing else: SeaweedFS scopes an action to a key prefix by a
+    trailing wildcard; listing is granted per bucket (it shows names, not contents)."""
+    scope = f"{bucket}/{AUDIT_PREFIX}/*"
+    return [f"Read:{scope}", f"Write:{scope}", f"GetObjectRetention:{scope}", f"PutObjectRetention:{scope}",
+            f"List:{bucket}"]
+
+
+def role_actions(buckets: tuple[str, ...]) -> dict[str, list[str]]:
+    return {**ACTIONS, AUDIT: [a for b in buckets for a in audit_actions(b)]}
 
 
 @dataclass
@@ -100,24 +116,25 @@ class Credentials:
         return cls("MLSEC" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
 
 
-def identities(path: Path) -> dict[str, Credentials]:
+def identities(path: Path, buckets: tuple[str, ...]) -> dict[str, Credentials]:
     """One credential pair per role from s3.json; a file without exactly these roles and actions (an older
     single-identity one) is replaced, so an old data directory loses its all-powerful key."""
+    actions = role_actions(buckets)
     if path.exists():
         doc = json.loads(path.read_text())
         found = {i["name"]: i for i in doc.get("identities", [])}
-        if set(found) == set(ROLES) and all(found[r]["actions"] == ACTIONS[r] for r in ROLES):
+        if set(found) == set(ROLES) and all(found[r]["actions"] == actions[r] for r in ROLES):
             return {r: Credentials(found[r]["credentials"][0]["accessKey"], found[r]["credentials"][0]["secretKey"])
                     for r in ROLES}
     creds = {r: Credentials.new() for r in ROLES}
-    write_secret(path, s3_config(creds).encode())
+    write_secret(path, s3_config(creds, actions).encode())
     return creds
 
 
-def s3_config(creds: dict[str, Credentials]) -> str:
+def s3_config(creds: dict[str, Credentials], actions: dict[str, list[str]]) -> str:
     """SeaweedFS's s3.json for these roles (deploy/kind-up.sh writes the same shape for the cluster)."""
     return json.dumps({"identities": [
-        {"name": r, "credentials": [{"accessKey": c.access_key, "secretKey": c.secret_key}], "actions": ACTIONS[r]}
+        {"name": r, "credentials": [{"accessKey": c.access_key, "secretKey": c.secret_key}], "actions": actions[r]}
         for r, c in creds.items()]})
 
 
@@ -198,9 +215,10 @@ class LocalS3:
     @property
     def env(self) -> dict[str, str]:
         """What pipeline tasks read: the pipeline's credentials, and where the server's and ingest's read-only
-        ones are."""
+        ones and the audit writer's are."""
         return {**self.env_for(PIPELINE), "MLSEC_SERVE_S3_CREDENTIALS_DIR": str(self.credentials_dir(SERVER)),
-                "MLSEC_DATA_S3_CREDENTIALS_DIR": str(self.credentials_dir(DATA))}
+                "MLSEC_DATA_S3_CREDENTIALS_DIR": str(self.credentials_dir(DATA)),
+                "MLSEC_AUDIT_S3_CREDENTIALS_DIR": str(self.credentials_dir(AUDIT))}
 
     def env_for(self, role: str) -> dict[str, str]:
         creds = self.identities[role]
@@ -223,9 +241,9 @@ class LocalS3:
         self._lock()
         try:
             (self.data_dir / "weed").mkdir(exist_ok=True)
-            self.identities = identities(self.data_dir / "s3.json")
+            self.identities = identities(self.data_dir / "s3.json", self.bucket_names)
             (self.data_dir / "credentials").mkdir(mode=0o700, exist_ok=True)
-            for role in (PIPELINE, SERVER, DATA):  # the admin's key stays in s3.json only
+            for role in (PIPELINE, SERVER, DATA, AUDIT):  # the admin's key stays in s3.json only
                 creds = self.identities[role]
                 write_secret(self.credentials_dir(role) / "AWS_ACCESS_KEY_ID", creds.access_key.encode())
                 write_secret(self.credentials_dir(role) / "AWS_SECRET_ACCESS_KEY", creds.secret_key.encode())
@@ -250,13 +268,19 @@ class LocalS3:
             raise
         return self
 
+    @property
+    def bucket_names(self) -> tuple[str, ...]:
+        """The buckets set up at start; the audit identity is scoped to them."""
+        from mlsec.config import Settings
+
+        return self.buckets if self.buckets is not None else (Settings().s3_bucket,)
+
     def _set_up_buckets(self) -> None:
         """Bucket setup, the admin identity's only job: each configured bucket exists with object lock."""
-        from mlsec.config import Settings
         from mlsec.registry.store import Registry
 
         admin = self.client(ADMIN)
-        for bucket in self.buckets if self.buckets is not None else (Settings().s3_bucket,):
+        for bucket in self.bucket_names:
             Registry(admin, bucket).ensure_bucket(create=True)
 
     def _lock(self) -> None:
