@@ -6,12 +6,14 @@ The bundle layout is what the registry stores and what the server verifies befor
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlsec.digest import manifest_digest, tree_digest, tree_manifest
+from mlsec.digest import manifest_digest, tree_manifest
 from mlsec.evidence import Subject
 from mlsec.sign import attestation, formats
 from mlsec.sign.evidence import AttestationCheck, SignatureCheck, SigningEvidence
@@ -38,24 +40,52 @@ def _hashing_config():  # type: ignore[no-untyped-def]
     return hashing.Config().set_ignored_paths(paths=[], ignore_git_paths=False)
 
 
-def _signed_manifest_digest(signature: Path) -> str:
-    """The model digest the signature vouches for, read from its (already verified) DSSE payload."""
+def signed_manifest(signature: Path) -> dict[str, str]:
+    """file -> sha256 as the signature lists them. model-signing's file serialization digests each file's
+    bytes with SHA-256, so once it has verified (or made) the signature this IS tree_manifest of the model:
+    the one hashing pass serves the signature and the model digest."""
     bundle = json.loads(signature.read_text())
     stmt = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-    return manifest_digest({r["name"]: r["digest"] for r in stmt["predicate"]["resources"]})
+    return {str(r["name"]): str(r["digest"]) for r in stmt["predicate"]["resources"]}
+
+
+def _signed_manifest_digest(signature: Path) -> str:
+    """The model digest the signature vouches for, read from its (already verified) DSSE payload."""
+    return manifest_digest(signed_manifest(signature))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """dst mirrors src by hard links (no bytes copied); a copy only where linking is impossible (another
+    filesystem). Symlinks are refused, as tree_manifest refuses them."""
+    dst.mkdir(parents=True)
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_symlink():
+            raise ValueError(f"symlink not allowed in an artifact: {path}")
+        if path.is_dir():
+            target.mkdir()
+            continue
+        try:
+            os.link(path, target)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            shutil.copy2(path, target)
 
 
 def sign(model_dir: Path, out_dir: Path, signing: Signing | KeyPair, materials: attestation.Materials,
          invocation: str) -> Path:
-    """Copies the model into out_dir/model and writes the signature and the signed attestation beside it."""
+    """Links the model into out_dir/model and writes the signature and the signed attestation beside it.
+    The files are hashed once, in place and in parallel across files (model-signing's file serialization);
+    the attestation's manifest is the one the signature lists."""
     how = as_signing(signing)
     signer = how.model_signer()  # fails here, before anything is written, if the method cannot run
     target = out_dir / MODEL
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(model_dir, target)
+    _link_tree(model_dir, target)
     signer.set_hashing_config(_hashing_config()).sign(target, out_dir / SIGNATURE)
-    stmt = attestation.statement(tree_manifest(target), materials, invocation)
+    stmt = attestation.statement(signed_manifest(out_dir / SIGNATURE), materials, invocation)
     how.sign_attestation(stmt, out_dir / ATTESTATION)
     return out_dir
 
@@ -83,9 +113,9 @@ def _verify_attestation(bundle_dir: Path, trust: Trust) -> attestation.VerifiedA
 def verify(bundle_dir: Path, trust: Trust | Path) -> Verified:
     """Raises ValueError naming what failed: signature, extra/missing/changed file, or attestation."""
     how = as_trust(trust)
-    signed = verify_signature(bundle_dir, how)
+    signed = verify_signature(bundle_dir, how)  # hashes every file in model/ against the signed manifest
     att = _verify_attestation(bundle_dir, how)
-    digest = tree_digest(bundle_dir / MODEL)
+    digest = signed  # recomputed by that check: every file, no more and no fewer, hashes to what it lists
     if att.subject_digest != digest:
         raise ValueError(f"attestation is about {att.subject_digest}, not this model {digest}")
     return Verified(model_digest=digest, signed_digest=signed, signer=how.signer(bundle_dir / SIGNATURE),
@@ -106,7 +136,8 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
         att: attestation.VerifiedAttestation | None = _verify_attestation(bundle_dir, how)
     except ValueError:
         att = None
-    files = tree_manifest(model)  # hashed once: names the subject and lists its files
+    # Hashed once: a verified signature has just checked every file against its manifest.
+    files = signed_manifest(bundle_dir / SIGNATURE) if signed is not None else tree_manifest(model)
     return SigningEvidence(
         subject=Subject(name=name, digest=manifest_digest(files)),
         files=sorted(files),
