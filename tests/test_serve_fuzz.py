@@ -122,9 +122,9 @@ def test_fuzzing_the_served_openapi_finds_no_5xx(fuzz_server: Running) -> None:
     from schemathesis import GenerationMode
 
     base = f"http://127.0.0.1:{fuzz_server.port}"
-    spec = requests.get(base + "/openapi.json", timeout=5).json()
-    schema = schemathesis.openapi.from_dict(spec)
     auth = {"Authorization": f"Bearer {fuzz_server.keys['fuzzer']}"}
+    spec = requests.get(base + "/openapi.json", headers=auth, timeout=5).json()  # it holds the contract ranges
+    schema = schemathesis.openapi.from_dict(spec)
     sent: dict[str, int] = {}
     errors: list[str] = []
     started = time.perf_counter()

@@ -191,7 +191,7 @@ def test_fuzzing_the_openapi_finds_no_5xx(server: Server) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    spec = requests.get(server.url + "/openapi.json", timeout=5).json()
+    spec = requests.get(server.url + "/openapi.json", headers={"Authorization": f"Bearer {server.key}"}, timeout=5).json()
     assert "/v1/models/credit:predict" in spec["paths"] and "/v2/models/credit/infer" in spec["paths"]
     schema = schemathesis.openapi.from_dict(spec)
     failures: list[str] = []

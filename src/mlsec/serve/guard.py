@@ -20,7 +20,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge, Histogram
 
-from mlsec.serve import inputs
+from mlsec.serve import inputs, oip
 from mlsec.serve.auth import ApiKeys, Lockout
 from mlsec.serve.monitor import DriftMonitor, ExtractionMonitor
 from mlsec.serve.openapi import spec
@@ -53,8 +53,9 @@ class GuardConfig:
 
 class Guard:
     def __init__(self, app: Callable[..., Awaitable[None]], model: str, cfg: ModelConfig, keys: ApiKeys,
-                 settings: GuardConfig, extraction: ExtractionMonitor, drift: DriftMonitor) -> None:
+                 settings: GuardConfig, extraction: ExtractionMonitor, drift: DriftMonitor, version: str = "") -> None:
         self.app, self.model, self.cfg, self.keys, self.settings = app, model, cfg, keys, settings
+        self.version = version  # the signed model's digest, the OIP model version
         self.extraction, self.drift = extraction, drift
         for feature in cfg.features:
             # Computed when /metrics is scraped, from incrementally kept bin counts: always current, cheap.
@@ -63,11 +64,15 @@ class Guard:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.lockout = Lockout(settings.max_bad_keys, settings.bad_key_window_s, settings.lockout_s)
-        self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}", "/v2",
-                                             "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}",
-                                             f"/v2/models/{model}/ready")}
-        self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2"}
-        self.openapi = spec(model, cfg)
+        # Probes and the server's own metadata are public; what describes the model needs its key (docs/serving.md).
+        self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}",
+                                             "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}/ready")}
+        versioned = f"/v2/models/{model}/versions/{version}"
+        self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2",
+                      ("POST", f"{versioned}/infer"): "v2", ("GET", f"/v2/models/{model}"): "metadata",
+                      ("GET", versioned): "metadata", ("GET", "/openapi.json"): "openapi"}
+        self.documents = {"metadata": oip.model_metadata(model, version, cfg), "openapi": spec(model, cfg, version)}
+        self.server_metadata = oip.server_metadata()
         self._audit_file = settings.audit_log.open("a", buffering=1) if settings.audit_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,8 +80,8 @@ class Guard:
             await self.app(scope, receive, send)
             return
         key = (scope["method"], scope["path"])
-        if key == ("GET", "/openapi.json"):
-            await _reply(send, 200, self.openapi)
+        if key == ("GET", "/v2"):
+            await _reply(send, 200, self.server_metadata)
         elif key in self.public:
             await self.app(scope, receive, send)
         elif key in self.infer:
@@ -119,8 +124,18 @@ class Guard:
             if not who.may_use(self.model):
                 await refuse(403, "forbidden", f"this key is not allowed to use model {self.model!r}")
                 return
-            if not _is_json(headers.get("content-type", "")):
-                await refuse(415, "content_type", "content-type must be application/json (charset utf-8)")
+            limit = self.flagged_rate if self.extraction.is_flagged(client) else self.rate
+            if not self.limiter.hit(limit, self.model, client):
+                await refuse(429, "rate_limited", f"rate limit {limit} exceeded", {"retry-after": "1"})
+                return
+            if protocol in self.documents:  # model metadata: no body to read
+                status, reason = 200, "described"
+                await _reply(send, 200, self.documents[protocol])
+                return
+            try:
+                kind = oip.media(headers, protocol)
+            except inputs.BadRequest as e:
+                await refuse(e.status, "content_type", str(e))
                 return
             declared = headers.get("content-length") or "0"
             if not declared.isdigit() or len(declared) > 18:
@@ -129,24 +144,21 @@ class Guard:
             if int(declared) > self.settings.max_body_bytes:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
-            limit = self.flagged_rate if self.extraction.is_flagged(client) else self.rate
-            if not self.limiter.hit(limit, self.model, client):
-                await refuse(429, "rate_limited", f"rate limit {limit} exceeded", {"retry-after": "1"})
-                return
             body = await _read(receive, self.settings.max_body_bytes)
             if body is None:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
             digest = hashlib.sha256(body).hexdigest()
-            try:
-                doc = inputs.parse_json(body)
-                rows = inputs.rows(doc, protocol, self.cfg)  # the model's own parser: monitors see what it scores
+            try:  # the model's own row parser: the monitors see what it scores
+                decoded = oip.decode(body, kind, headers, protocol, self.model, self.cfg)
             except inputs.BadRequest as e:
                 await refuse(e.status, "invalid_json" if e.status == 400 and "JSON" in str(e) else "invalid_input",
                              str(e))
                 return
+            rows = decoded.rows
             flagged = self.extraction.observe(client, rows)
-            status = await self._forward(scope, inputs.canonical(doc, protocol, rows, self.cfg), send)
+            answer = send if protocol == "v1" else oip.responder(send, decoded, self.model, self.version)
+            status = await self._forward(scope, protocol, inputs.canonical(decoded.doc, protocol, rows, self.cfg), answer)
             reason = "served" if status < 400 else "invalid_input" if status < 500 else "error"
             if status < 400:
                 self.drift.observe(rows)  # drift is about what the model actually scored
@@ -174,13 +186,16 @@ class Guard:
             raise ValueError("the model carries no training profile: retrain it with this version of mlsec")
         return {"extraction": ExtractionMonitor(cfg.profile, cfg.features), "drift": DriftMonitor(cfg.profile, cfg.features)}
 
-    async def _forward(self, scope: Scope, body: bytes, send: Send) -> int:
+    async def _forward(self, scope: Scope, protocol: str, body: bytes, send: Send) -> int:
         """Runs the model on the validated body; a 5xx from it goes out as a bare "internal error"."""
         sent = False
         status = 500
-        # The model sees the canonical body with canonical headers (kserve compares media types case-sensitively).
-        replaced = {b"content-length", b"content-type"}
-        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
+        # The model sees the canonical body with canonical headers (kserve compares media types case-sensitively),
+        # on the unversioned path (kserve refuses versions).
+        replaced = {b"content-length", b"content-type", b"content-encoding", oip.BINARY_HEADER.encode()}
+        path = f"/v1/models/{self.model}:predict" if protocol == "v1" else f"/v2/models/{self.model}/infer"
+        scope = {**scope, "path": path, "raw_path": path.encode(),
+                 "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
                  + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
 
         async def replay() -> Message:
@@ -219,18 +234,6 @@ class Guard:
             print(line, flush=True)
         if flagged:
             log.warning("serve: client %s flagged: %s", client, flagged)
-
-
-def _is_json(content_type: str) -> bool:
-    """application/json, compared case-insensitively, with parameters; only a UTF-8 charset."""
-    media, *params = content_type.split(";")
-    if media.strip().lower() != "application/json":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return False
-    return True
 
 
 def _presented_key(headers: dict[str, str]) -> str | None:

@@ -19,6 +19,7 @@ from kserve.errors import InvalidInput
 from mlsec.train.model import ModelConfig
 
 MAX_BATCH = 256
+MAX_VALUES = MAX_BATCH * 64  # values in one tensor
 MAX_DEPTH = 32  # V2 nested data needs 4 levels; anything near this is an attack
 MAX_INT_DIGITS = 30  # longer integer literals are parsed as float (inf when beyond the float range)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -67,7 +68,7 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels") from None
 
 
-def _names(keys: Sequence[Any]) -> list[str]:
+def shown(keys: Sequence[Any]) -> list[str]:
     """Request-supplied names safe to echo: identifiers only; anything else is counted, not shown."""
     safe = sorted(str(k) for k in keys if isinstance(k, str) and _NAME.fullmatch(k))
     hidden = len(keys) - len(safe)
@@ -96,19 +97,33 @@ def _batch(n: int) -> None:
         raise BadRequest(f"batch of {n} exceeds the maximum {MAX_BATCH}")
 
 
+def only(doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    """Refuses, by name, keys this server would otherwise silently ignore."""
+    unknown = [k for k in doc if k not in allowed]
+    if unknown:
+        raise BadRequest(f"{where}: unsupported {shown(unknown)}; supported {sorted(allowed)}")
+
+
 def rows_v1(doc: Any, cfg: ModelConfig) -> list[list[float]]:
+    """KServe V1: each instance an object keyed by feature name, or a list of values in feature order."""
     instances = doc.get("instances") if isinstance(doc, dict) else None
     if not isinstance(instances, list):
         raise BadRequest('body must be {"instances": [...]}')
+    only(doc, {"instances"}, "body")
     _batch(len(instances))
     rows = []
     for i, inst in enumerate(instances):
+        if isinstance(inst, list):
+            if len(inst) != len(cfg.features):
+                raise BadRequest(f"instances[{i}] must list {len(cfg.features)} values in the order {cfg.features}")
+            rows.append([check(cfg, f"instances[{i}]", f, v) for f, v in zip(cfg.features, inst)])
+            continue
         if not isinstance(inst, dict):
-            raise BadRequest(f"instances[{i}] must be an object keyed by feature name")
+            raise BadRequest(f"instances[{i}] must be an object keyed by feature name or a list in feature order")
         missing = [f for f in cfg.features if f not in inst]
         extra = [k for k in inst if k not in cfg.features]
         if missing or extra:
-            raise BadRequest(f"instances[{i}]: missing features {missing}, unknown features {_names(extra)}")
+            raise BadRequest(f"instances[{i}]: missing features {missing}, unknown features {shown(extra)}")
         rows.append([check(cfg, f"instances[{i}]", f, inst[f]) for f in cfg.features])
     return rows
 
@@ -127,24 +142,28 @@ def _flat(name: str, data: Any) -> list[Any]:
             stack.append(iter(item))
         else:
             out.append(item)
-        if len(out) > MAX_BATCH * 64:
+        if len(out) > MAX_VALUES:
             raise BadRequest(f"input {name!r}: too many values")
     return out
 
 
-def _shape(name: str, shape: Any) -> list[int]:
+def shape_of(name: str, shape: Any) -> list[int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
     return shape
 
 
+def printable(name: str) -> str:
+    return name if _NAME.fullmatch(name) else "?"
+
+
 def _tensor(t: Any) -> tuple[str, list[int], list[Any]]:
     if not isinstance(t, Mapping) or not isinstance(t.get("name"), str):
         raise BadRequest("each input must be an object with name, shape, datatype and data")
-    name = t["name"] if _NAME.fullmatch(t["name"]) else "?"
+    name = printable(t["name"])
     if t.get("datatype") not in NUMERIC:
         raise BadRequest(f"input {name!r}: datatype must be one of {sorted(NUMERIC)}")
-    shape, flat = _shape(name, t.get("shape")), _flat(name, t.get("data"))
+    shape, flat = shape_of(name, t.get("shape")), _flat(name, t.get("data"))
     if math.prod(shape) != len(flat):
         raise BadRequest(f"input {name!r}: {len(flat)} values do not fill shape {shape}")
     if t["datatype"].startswith("INT") and not all(isinstance(v, (int, BigInt)) and not isinstance(v, bool) for v in flat):
@@ -186,7 +205,7 @@ def rows_from_tensors(inputs: Sequence[Any], cfg: ModelConfig) -> list[list[floa
         where = "inputs[{r}]"
     else:
         raise BadRequest(f'inputs must be one tensor "input" of shape [N, {len(features)}] '
-                         f"or one tensor per feature {features}; got {_names(list(tensors))}")
+                         f"or one tensor per feature {features}; got {shown(list(tensors))}")
     _batch(len(grid))
     return [[check(cfg, where.format(r=r), f, v) for f, v in zip(features, row)] for r, row in enumerate(grid)]
 
@@ -199,9 +218,6 @@ def canonical(doc: Any, protocol: str, rows: list[list[float]], cfg: ModelConfig
     """What the guard forwards to the model: exactly the validated rows, in one fixed form."""
     if protocol == "v1":
         return json.dumps({"instances": [dict(zip(cfg.features, r)) for r in rows]}).encode()
-    out: dict[str, Any] = {"inputs": [{"name": "input", "shape": [len(rows), len(cfg.features)], "datatype": "FP64",
-                                       "data": [v for r in rows for v in r]}]}
-    rid = doc.get("id") if isinstance(doc, dict) else None
-    if isinstance(rid, str) and _NAME.fullmatch(rid):
-        out["id"] = rid
-    return json.dumps(out).encode()
+    # The request's id, parameters and requested outputs are the guard's to answer (mlsec.serve.oip).
+    return json.dumps({"inputs": [{"name": "input", "shape": [len(rows), len(cfg.features)], "datatype": "FP64",
+                                   "data": [v for r in rows for v in r]}]}).encode()

@@ -83,6 +83,7 @@ def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
     model.load()  # raises before any socket opens if the bundle does not verify
     quiet_logs()
     app.add_exception_handler(BadRequest, bad_request)
-    app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard, **Guard.monitors(model.cfg))
+    app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard, version=model.digest,
+                       **Guard.monitors(model.cfg))
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
     BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])
