@@ -22,6 +22,8 @@ import json, logging, sys
 from pathlib import Path
 from mlsec.serve.guard import GuardConfig
 from mlsec.serve.server import serve
+from mlsec.threatmodel import switch
+switch.apply_from_env()  # a proof run's control switch reaches the server process too (threats check --prove)
 a = json.loads(sys.argv[1])
 logging.basicConfig(level=logging.INFO)
 serve("credit", Path(a["bundle"]), Path(a["public_key"]), host="127.0.0.1", port=a["port"],
