@@ -5,7 +5,7 @@ models/<name>/<version>/evidence/<gate>/<sha256>.json  what the data and trainin
 models/<name>/<version>/attestations/<id>.dsse.json  gate decisions about this version, as signed VSAs
 models/<name>/<version>/approvals/<stage>/<id>.json  approvals, each signed by its approver
 models/<name>/<version>/manifest.json                cache of the above, written last (upload complete)
-promotions/<name>/<stage>/<id>.dsse.json             signed promotion decisions: where each stage points
+promotions/<name>/<stage>/<time>-<id>.dsse.json      signed promotion decisions, named in time order
 aliases/<name>/<stage>.json                          cache of the newest promotion; moved by conditional write
 revocations/<name>/<version>.json                    signed, COMPLIANCE-locked; any version of it revokes
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -83,6 +83,7 @@ class Alias(BaseModel):
     decision_id: str
     moved_at: datetime
     previous: str | None
+    decision_time: datetime | None = None  # names the promotion's key: head() checks it without listing all
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,14 @@ class Registry:
             keys += [o["Key"] for o in page.get("Contents", [])]
         return keys
 
-    def _all_versions(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        """Every stored version under prefix, newest or not: a delete marker or an overwrite hides nothing."""
-        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+    def _all_versions(self, prefix: str, *, exact: bool = False, after: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Every stored version under prefix (exact: of that one key; after: of keys sorting after it),
+        newest or not: a delete marker or an overwrite hides nothing."""
+        marker = {"KeyMarker": after} if after else {}
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix, **marker):
             for v in page.get("Versions", []):
+                if exact and v["Key"] != prefix:
+                    continue
                 got = self._get(v["Key"], v["VersionId"])
                 if got is not None:
                     yield v["Key"], got[0]
@@ -329,12 +334,11 @@ class Registry:
         except ValidationError as e:
             raise RegistryError(f"alias {name}:{stage} is malformed: {e.error_count()} errors") from e
 
-    def promotions(self, name: str, stage: str) -> list[SignedDecision]:
-        """Every allowing promotion to stage that verifies, under the environment governing it, oldest
-        first. Read from every object version, so deleting or overwriting one hides nothing."""
+    def _promotions_in(self, name: str, stage: str, versions: Iterator[tuple[str, bytes]]) -> list[SignedDecision]:
+        """The allowing promotions to stage that verify under the environment governing it, oldest first."""
         env = self.environment_for(stage)
         out = []
-        for key, body in self._all_versions(f"promotions/{names.model(name)}/{names.stage(stage)}/"):
+        for key, body in versions:
             try:
                 s = verify_decision(body, self.gates)
             except AttestationError as e:
@@ -344,15 +348,53 @@ class Registry:
             if (d.gate == "promotion" and d.allow and d.stage == stage and d.environment == env
                     and s.subject_name == name and d.subject):
                 out.append(s)
-        return sorted({s.decision.id: s for s in out}.values(), key=lambda s: s.decision.time)
+        return sorted({s.decision.id: s for s in out}.values(), key=_order)
+
+    def promotions(self, name: str, stage: str) -> list[SignedDecision]:
+        """Every allowing promotion to stage that verifies, oldest first. Read from every object version,
+        so deleting or overwriting one hides nothing."""
+        return self._promotions_in(name, stage, self._all_versions(_promotion_prefix(name, stage)))
+
+    def _head_by_key(self, name: str, stage: str, a: Alias) -> SignedDecision | None:
+        """The head in O(1) requests, or None to fall back on reading every promotion. The alias only says
+        which key to read: that key must hold the signed promotion it names, and no promotion that verifies
+        may sort after it. Promotions are written under keys in (time, id) order, so a newer one lies after
+        that key; every object version there is read, so a delete marker or an overwrite hides nothing."""
+        if a.decision_time is None or not names.DECISION_ID.fullmatch(a.decision_id):
+            return None
+        key = _promotion_prefix(name, stage) + _promotion_name(a.decision_time, a.decision_id)
+        named = [s for s in self._promotions_in(name, stage, self._all_versions(key, exact=True))
+                 if s.decision.id == a.decision_id]
+        if not named or (a.model_digest, a.version) != (named[-1].decision.subject, (named[-1].decision.subject or "")[:16]):
+            return None
+        after = self._promotions_in(name, stage, self._all_versions(_promotion_prefix(name, stage), after=key))
+        if any(_order(s) > _order(named[-1]) for s in after):
+            return None  # a newer signed promotion: the full read below names the disagreement
+        return named[-1]
+
+    def held_before(self, name: str, stage: str, v: Verified) -> bool:
+        """Whether stage has pointed at this version: a signed promotion of it, stored beside the version,
+        that is also in the stage's promotion records (looked up by key, not by listing the stage)."""
+        if stage not in self.stage_envs:
+            return False
+        for s in v.decisions:
+            d = s.decision
+            if (d.gate == "promotion" and d.allow and d.stage == stage and d.subject == v.record.model_digest
+                    and d.environment == self.stage_envs[stage] and s.subject_name == name):
+                key = _promotion_prefix(name, stage) + _promotion_name(d.time, d.id)
+                if any(p.decision.id == d.id for p in self._promotions_in(name, stage, self._all_versions(key, exact=True))):
+                    return True
+        return False
 
     def head(self, name: str, stage: str) -> SignedDecision | None:
         """The signed promotion a stage follows: the newest one; the alias object must agree with it."""
+        current = self.alias(name, stage)
+        if current is not None and (fast := self._head_by_key(name, stage, current[0])) is not None:
+            return fast
         history = self.promotions(name, stage)
         if not history:
             return None
         newest = history[-1]
-        current = self.alias(name, stage)
         if current is not None:
             a = current[0]
             if (a.decision_id, a.model_digest, a.version) != (newest.decision.id, newest.decision.subject,
@@ -436,7 +478,6 @@ class Registry:
         verified = v.check.signature_verified and v.check.attestation_verified
         decisions = self._rejudge(name, version, v, environment, engine, signer, audit) \
             if verified and environment == self.stage_envs.get(stage) else v.decisions
-        history = self.promotions(name, stage) if stage in self.stage_envs else []
         evidence = PromotionEvidence(
             subject=Subject(name=name, digest=v.record.model_digest), target_stage=stage,
             current_stages=self.stages_of(name, version), dataset_digest=v.dataset_digest,
@@ -444,19 +485,19 @@ class Registry:
             approvals=[ApprovalFact(identity=a.identity, key=a.key)
                        for a in self.approvals(name, version, stage, v.record.model_digest)],
             rollback=rollback,
-            held_stage_before=any(s.decision.subject == v.record.model_digest for s in history),
+            held_stage_before=self.held_before(name, stage, v),
         )
         if evidence_out is not None:
             evidence.write(evidence_out)
         decision = evaluate("promotion", evidence, environment=environment, engine=engine,
-                            decisions=[s.decision for s in decisions], audit=audit, stage=stage)
+                            decisions=policy_history(s.decision for s in decisions), audit=audit, stage=stage)
         signed = sign_decision(decision, name, signer)
         body = canonical_json(signed.envelope)
         self._put_once(f"{self._prefix(name, version)}attestations/{decision.id}.dsse.json", body)
         if decision.allow:
             if stage == PROD_STAGE:
                 self._lock_compliance(name, version)  # before the alias: prod never points at a deletable copy
-            self._put_once(f"promotions/{name}/{stage}/{decision.id}.dsse.json", body)
+            self._put_once(_promotion_prefix(name, stage) + _promotion_name(decision.time, decision.id), body)
             self._move_alias(name, stage, v.record, decision, before)
         return signed
 
@@ -477,7 +518,7 @@ class Registry:
     def _move_alias(self, name: str, stage: str, record: VersionRecord, decision: Decision,
                     before: tuple[Alias, str] | None) -> None:
         alias = Alias(version=record.version, model_digest=record.model_digest, decision_id=decision.id,
-                      moved_at=utcnow(), previous=before[0].version if before else None)
+                      moved_at=utcnow(), previous=before[0].version if before else None, decision_time=decision.time)
         condition = {"IfMatch": before[1]} if before else {"IfNoneMatch": "*"}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=f"aliases/{name}/{stage}.json",
@@ -585,13 +626,42 @@ class Registry:
                 })
         return rows
 
+    def _children(self, prefix: str) -> list[str]:
+        """The names one level below prefix (S3 common prefixes), without listing every file beneath."""
+        found: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            found += [p["Prefix"].removeprefix(prefix).rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return found
+
     def versions(self, name: str) -> list[str]:
-        prefix = f"models/{names.model(name)}/"
-        found = {k.removeprefix(prefix).split("/", 1)[0] for k in self._keys(prefix)}
-        return sorted(v for v in found if names.VERSION.fullmatch(v))
+        return sorted(v for v in self._children(f"models/{names.model(name)}/") if names.VERSION.fullmatch(v))
 
     def models(self) -> list[str]:
-        return sorted({k.split("/")[1] for k in self._keys("models/") if names.MODEL.fullmatch(k.split("/")[1])})
+        return sorted(m for m in self._children("models/") if names.MODEL.fullmatch(m))
+
+
+def _promotion_prefix(name: str, stage: str) -> str:
+    return f"promotions/{names.model(name)}/{names.stage(stage)}/"
+
+
+def _promotion_name(time: datetime, decision_id: str) -> str:
+    """Keys sort as (time, id) do: fixed-width UTC time first."""
+    utc = (time if time.tzinfo else time.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return f"{utc.strftime('%Y%m%dT%H%M%S%fZ')}-{decision_id}.dsse.json"
+
+
+def _order(s: SignedDecision) -> tuple[datetime, str]:
+    return s.decision.time, s.decision.id
+
+
+def policy_history(decisions: Iterable[Decision]) -> list[Decision]:
+    """The earlier decisions as the promotion policy reads them: a set of facts (mlsec.lib.decisions asks
+    whether one exists), so decisions with the same facts are passed once. A version promoted hundreds of
+    times hands the gate a handful of distinct facts, not its whole history."""
+    seen: dict[tuple[object, ...], Decision] = {}
+    for d in decisions:
+        seen.setdefault(tuple(d.policy_input().values()), d)
+    return list(seen.values())
 
 
 def _code(e: ClientError) -> str:
