@@ -7,6 +7,8 @@
 #   TORCH_INDEX   where that torch wheel comes from; empty when a mounted find-links dir (/wheels) holds it
 # Build secrets, never written into a layer: `ca` (the CA bundle of a TLS-re-signing network or proxy) and
 # `pipconf` (a pip config), mounted by RUN --mount=type=secret for the install step only.
+# checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is a build argument checkov cannot resolve; its default is a
+#   version tag (3.11-slim-bookworm), and `make image` passes a base it built here itself.
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG TORCH_VARIANT=cpu

@@ -4,7 +4,7 @@ Every gate returns "allow" or "deny"; each dsl.If has an Else that halts the run
 (kfp.local skips an If without Else silently, so the Else is what makes a deny stop the run).
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components._platform import gpu
 from components.gate import gate, halt
@@ -45,6 +45,9 @@ def secure_pipeline(
                                           decisions=sign_gate.outputs["decisions"], model_name=model_name,
                                           stage=stage, author=author, environment=environment),
                                   s3=True, public_key=True, gate_key=True)
+                # The image's signature (mlsec.imagesig), checked before the deployment gate judges the release.
+                kubernetes.use_config_map_as_volume(promoted, "mlsec-image-signature", mount_path="/etc/mlsec/image",
+                                                    optional=True)
                 deploy_gate = harden(gate(gate="deployment", environment=environment,
                                           evidence=promoted.outputs["release"],
                                           history=promoted.outputs["decisions_out"]), gate_key=True)

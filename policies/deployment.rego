@@ -9,7 +9,10 @@ import data.mlsec.lib.decisions
 cfg := data.data[input.environment].deployment
 
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
-config_types := {"local_bind_hosts": "array", "require_image_digest": "boolean", "require_network_policy": "boolean"}
+config_types := {
+	"local_bind_hosts": "array", "require_image_digest": "boolean", "require_network_policy": "boolean",
+	"require_signed_image": "boolean",
+}
 
 config_problems := config.problems([input.environment, "deployment"], cfg, config_types)
 
@@ -146,6 +149,28 @@ deny contains msg if {
 	cfg.require_image_digest
 	not contains(c.image, "@sha256:")
 	msg := sprintf("%s container %q: image %q is not pinned by digest", [name, c.name, c.image])
+}
+
+# The image's signature (model signing key, over the image digest) was verified by the serve stage before it
+# asked this gate; only digests it verified count, so a tag or an unsigned or re-built image is refused.
+signed_image_digests contains img.digest if {
+	some img in object.get(ev, "images", [])
+	img.signature_verified == true
+}
+
+deny contains msg if {
+	some [name, c, _] in containers
+	cfg.require_signed_image
+	not image_signed(c.image)
+	msg := sprintf("%s container %q: image %q has no verified signature over its digest", [name, c.name, c.image])
+}
+
+image_signed(ref) if image_digest(ref) in signed_image_digests
+
+image_digest(ref) := d if {
+	parts := split(ref, "@")
+	count(parts) == 2
+	d := parts[1]
 }
 
 deny contains msg if {

@@ -146,3 +146,57 @@ test_promotion_under_another_environment_denied if {
 	some msg in d.deny
 	contains(msg, "promotion-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not prod")
 }
+
+# Signed image digests (require_signed_image): only a digest whose signature the serve stage verified counts.
+image_digest := "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+with_images(objects, images, patch) := d if {
+	d := gate.decision with input as {"environment": "dev", "evidence": object.union(evidence(objects), {"images": images}), "decisions": promoted}
+		with data.data as object.union(data.data, {"dev": {"deployment": patch}})
+}
+
+test_require_signed_image_toggle if {
+	not with_images([deployment, netpol], [], {"require_signed_image": true}).allow
+	with_images([deployment, netpol], [], {"require_signed_image": false}).allow
+}
+
+test_verified_image_signature_allowed if {
+	with_images([deployment, netpol], [{"digest": image_digest, "signature_verified": true}], {"require_signed_image": true}).allow
+}
+
+test_unverified_image_signature_denied if {
+	d := with_images([deployment, netpol], [{"digest": image_digest, "signature_verified": false}], {"require_signed_image": true})
+	some msg in d.deny
+	contains(msg, "has no verified signature over its digest")
+}
+
+test_signature_of_another_image_denied if {
+	other := "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	not with_images([deployment, netpol], [{"digest": other, "signature_verified": true}], {"require_signed_image": true}).allow
+}
+
+test_tagged_image_never_counts_as_signed if {
+	tagged := with_container({"image": "ghcr.io/mlsec/mlsec:latest"})
+	d := with_images(tagged, [{"digest": image_digest, "signature_verified": true}], {"require_signed_image": true, "require_image_digest": false})
+	some msg in d.deny
+	contains(msg, "has no verified signature over its digest")
+}
+
+prod_promoted := [object.union(promoted[0], {"environment": "prod"})]
+
+unsigned_denied(env) if {
+	d := gate.decision with input as {"environment": env, "evidence": evidence([deployment, netpol]), "decisions": [object.union(promoted[0], {"environment": env})]}
+	some msg in d.deny
+	contains(msg, "has no verified signature over its digest")
+}
+
+test_unsigned_image_denied_in_prod_and_staging if {
+	unsigned_denied("staging")
+	unsigned_denied("prod")
+	not unsigned_denied("dev")
+}
+
+test_signed_image_allowed_in_prod if {
+	ev := object.union(evidence([deployment, netpol]), {"images": [{"digest": image_digest, "signature_verified": true}]})
+	gate.decision.allow with input as {"environment": "prod", "evidence": ev, "decisions": prod_promoted}
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,13 @@ def _evidence(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
     return {"kind": "mlsec.evidence.deployment/v1", "subject": {"name": "credit", "digest": "ab" * 32},
             "release": {"model": "credit", "version": "abababababababab", "stage": "prod", "target": "cluster",
                         "namespace": namespace},
-            "objects": objects}
+            "objects": objects, "images": [{"digest": d, "signature_verified": True} for d in _image_digests(objects)]}
+
+
+def _image_digests(objects: list[dict[str, Any]]) -> set[str]:
+    """Every image digest the objects run: the tests here judge the objects with their images' signatures verified
+    (the image-signature rules have their own Rego tests)."""
+    return set(re.findall(r'"image": "[^"@]+@(sha256:[0-9a-f]{64})"', json.dumps(objects)))
 
 
 def _deploy(engine: InProcessEngine, objects: list[dict[str, Any]], namespace: str = "mlsec-serving") -> Decision:

@@ -17,7 +17,7 @@ from mlsec.registry.s3 import client_from_env
 from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
 from mlsec.serve.deploy import free_port, local_objects, release_objects, render_release
-from mlsec.serve.evidence import DeploymentEvidence, Release
+from mlsec.serve.evidence import DeploymentEvidence, ImageSignature, Release
 from mlsec.sign.methods import configured_trust
 from mlsec.train.evidence import TrainingEvidence
 
@@ -50,11 +50,14 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     if not decision.allow:
         raise GateDenied(decision)
     namespace = os.environ.get("MLSEC_NAMESPACE", "mlsec-serving")
+    images: list[ImageSignature] = []
     if settings.deploy_target == "local":
         objects = local_objects(model_name, record.version, "127.0.0.1", free_port())
     else:
         objects = cluster_release(model_name, record.version, record.model_digest, stage, env, namespace, settings)
+        images = image_signatures(settings)
     DeploymentEvidence(
+        images=images,
         subject=Subject(name=model_name, digest=record.model_digest),
         release=Release(model=model_name, version=record.version, stage=stage,
                         target="local" if settings.deploy_target == "local" else "cluster", namespace=namespace),
@@ -72,3 +75,20 @@ def cluster_release(model_name: str, version: str, model_digest: str, stage: str
         "image": {"repository": repo, "digest": digest},
         "s3": {"endpoint": settings.s3_endpoint or "", "bucket": settings.s3_bucket},
     }))
+
+
+IMAGE_SIGNATURE = "/etc/mlsec/image/image.sig.json"  # ConfigMap mlsec-image-signature, mounted by the pipeline
+
+
+def image_signatures(settings: Settings) -> list[ImageSignature]:
+    """The image the release runs (MLSEC_IMAGE), with its signature checked against the model signing key;
+    an image not pinned by digest has nothing to check (the deployment gate refuses it anyway)."""
+    from mlsec.imagesig import signed_image
+    from mlsec.sign import keys
+
+    image = os.environ.get("MLSEC_IMAGE", "")
+    if "@sha256:" not in image:
+        return []
+    signature = Path(os.environ.get("MLSEC_IMAGE_SIGNATURE") or IMAGE_SIGNATURE)
+    checked = signed_image(image, signature if signature.exists() else None, keys.public_key(settings.key_dir))
+    return [ImageSignature(**checked)]

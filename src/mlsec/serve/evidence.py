@@ -15,7 +15,15 @@ class Release(Strict):
     namespace: str
 
 
+class ImageSignature(Strict):
+    """The image the cluster objects run, and whether its signature over that digest verified (mlsec.imagesig)."""
+    digest: str
+    signature_verified: bool
+    error: str | None = None
+
+
 class DeploymentEvidence(Evidence):
     kind: Literal["mlsec.evidence.deployment/v1"] = "mlsec.evidence.deployment/v1"
     release: Release
     objects: list[dict[str, Any]]
+    images: list[ImageSignature] = []
