@@ -32,9 +32,15 @@ def _run(args: argparse.Namespace) -> int:
     params = {"source": args.source or "", "model_name": args.model_name, "stage": args.stage,
               "environment": args.env, "epochs": args.epochs}
     print(f"mlsec: starting local S3 (SeaweedFS) under {home / 's3'}", flush=True)
-    with local_services(home) as s3:
-        print(f"mlsec: S3 on {s3.endpoint}; running the pipeline with kfp.local", flush=True)
-        result = run_pipeline(home, params, verbose=args.verbose)
+    with local_services(home) as s3, contextlib.ExitStack() as stack:
+        if args.containers:
+            from mlsec.containers import built_image, podman_socket
+
+            os.environ["DOCKER_HOST"] = stack.enter_context(podman_socket(home / "podman"))
+            os.environ["MLSEC_IMAGE"] = built_image()
+        print(f"mlsec: S3 on {s3.endpoint}; running the pipeline with kfp.local"
+              f"{' in ' + os.environ['MLSEC_IMAGE'] + ' over podman' if args.containers else ''}", flush=True)
+        result = run_pipeline(home, params, verbose=args.verbose, containers=args.containers)
     print("\nGate decisions\n" + decision_table(result.decisions))
     if result.prediction and result.endpoint:
         print(f"\nPrediction from {result.endpoint['url']} (model {result.endpoint['model']} "
@@ -150,7 +156,7 @@ def _gate_key(args: argparse.Namespace) -> int:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     from mlsec.gates.attest import gate_trust
-    from mlsec.gates.audit import AuditLog, S3AuditLog
+    from mlsec.gates.audit import AuditLog, S3AuditLog, witness_for
     from mlsec.gates.transparency import CheckpointStore, Report
     from mlsec.registry.s3 import client_from_env
 
@@ -170,7 +176,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
                            keys=keys)
             where = str(log.path)
         try:
-            report: Report = log.check()
+            report: Report = log.check() if isinstance(log, S3AuditLog) else \
+                log.check(witness_for(settings.home, log), incremental=args.incremental)
         except ValueError as e:
             print(f"audit log INVALID: {e}", file=sys.stderr)
             return 1
@@ -435,6 +442,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--env", default="", help="policy environment (default: MLSEC_ENV or dev)")
     r.add_argument("--epochs", type=int, default=30)
     r.add_argument("--home", help="state directory (default: MLSEC_HOME or ./.mlsec)")
+    r.add_argument("--containers", action="store_true",
+                   help="every task in the built image (make image) over podman, as uid 10001 on a read-only root")
     r.set_defaults(func=_run)
 
     c = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
@@ -486,6 +495,9 @@ def parser() -> argparse.ArgumentParser:
     av = a.add_parser("verify", help="check the entries against every signed checkpoint (rewrites, truncation)")
     av.add_argument("--log", help="local log file (default: MLSEC_AUDIT_LOG or .mlsec/audit/decisions.jsonl)")
     av.add_argument("--s3", action="store_true", help="verify the cluster log in the registry bucket instead")
+    av.add_argument("--incremental", action="store_true",
+                    help="check only what was appended since the newest checkpoint verified here before (its tree "
+                         "extended by the new entries must reach every newer signed checkpoint); default: everything")
     av.set_defaults(func=_audit_verify)
 
     pol = sub.add_parser("policy", help="gate policies").add_subparsers(dest="policy_cmd", required=True)

@@ -76,8 +76,13 @@ def _audit_entries(path: Path, skip: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()[skip:]]
 
 
-def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, verbose: bool = False) -> RunResult:
-    """Runs the pipeline; assumes local_services() is active. Stops the server it started unless predict=False."""
+def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, verbose: bool = False,
+                 containers: bool = False) -> RunResult:
+    """Runs the pipeline; assumes local_services() is active. Stops the server it started unless predict=False.
+
+    containers: every task in the built image (mlsec.containers); the model server then lives and ends
+    inside the serve task's container, so there is no server left to query or stop afterwards.
+    """
     import warnings
 
     from kfp import local
@@ -95,8 +100,16 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
     api_key = auth.create(keys_file, "demo")
     audit_before = len(settings.audit_log.read_text().splitlines()) if settings.audit_log.exists() else 0
     runs = home / "runs"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs), raise_on_error=True)
     runs.mkdir(parents=True, exist_ok=True)
+    if containers:
+        from mlsec import containers as ct
+
+        ct.hand_to_task_user(home)
+        ct.install(ct.state_mounts(home))
+        runner: Any = ct.docker_runner(ct.task_environment(os.environ), home)
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(runs), raise_on_error=True)
     started = time.perf_counter()
     error = None
     with (runs / "last-run.log").open("w") as logfile, \
@@ -116,7 +129,7 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
     result = RunResult(succeeded=error is None, error=error, run_dir=run_dir, seconds=seconds,
                        decisions=_audit_entries(settings.audit_log, audit_before))
     endpoint_file = run_dir / "serve" / "endpoint" if run_dir else None
-    if endpoint_file and endpoint_file.exists():
+    if endpoint_file and endpoint_file.exists() and not containers:
         result.endpoint = json.loads(endpoint_file.read_text())
         server = LocalServer(pid=result.endpoint["pid"], url=result.endpoint["url"],
                              model=result.endpoint["model"], log=Path(result.endpoint["log"]))
