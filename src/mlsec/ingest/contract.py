@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlsec.digest import sha256_file
 
-PiiKind = Literal["name", "email", "ssn", "phone", "zip", "credit_card"]
+PiiKind = Literal["name", "email", "ssn", "phone", "zip", "credit_card", "iban", "ip_address"]
+MAX_SOURCE_BYTES = 1 << 30  # the ceiling no contract can raise
 
 
 class Pii(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: PiiKind
-    action: Literal["drop", "mask"]
+    # tokenize: keyed HMAC-SHA256 (mlsec.ingest.pii.Tokenizer), so equal values still join
+    action: Literal["drop", "mask", "tokenize"]
 
 
 class Column(BaseModel):
@@ -30,6 +32,20 @@ class Column(BaseModel):
     pii: Pii | None = None
 
 
+class SourceLimits(BaseModel):
+    """What a source may be before it is parsed: format, size, shape, and what to do with formula cells."""
+
+    model_config = ConfigDict(extra="forbid")
+    formats: list[Literal["csv", "parquet"]] = ["csv", "parquet"]
+    max_bytes: int = Field(default=MAX_SOURCE_BYTES, gt=0, le=MAX_SOURCE_BYTES)
+    max_rows: int = Field(default=10_000_000, gt=0)
+    max_columns: int = Field(default=256, gt=0)
+    max_cell_chars: int = Field(default=65_536, gt=0)
+    # A text cell starting with = + - @ (or tab/CR) that is not a number runs as a formula when the
+    # processed CSV is opened in a spreadsheet: deny the dataset, or neutralise it with a leading '.
+    formula_cells: Literal["deny", "neutralise"] = "deny"
+
+
 class DataContract(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -38,6 +54,7 @@ class DataContract(BaseModel):
     protected_attribute: str | None = None
     features: list[str]
     columns: dict[str, Column]
+    source: SourceLimits = SourceLimits()
     sha256: str = ""
 
     @model_validator(mode="after")

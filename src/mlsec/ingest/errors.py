@@ -7,6 +7,7 @@ from typing import Literal
 ErrorCode = Literal[
     "source_not_allowed", "source_missing", "source_unreadable", "source_too_large", "empty", "not_utf8",
     "not_csv", "cell_too_long", "contract_invalid", "internal",
+    "format_not_allowed", "not_parquet", "too_many_rows", "too_many_columns", "formula_cells", "token_key_missing",
 ]
 
 

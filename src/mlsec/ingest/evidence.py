@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mlsec.evidence import Evidence, Sha256, Strict
 from mlsec.ingest.errors import ErrorCode
+from mlsec.ingest.screens import PoisoningScreen  # the poisoning screens' figures (mlsec.ingest.screens)
 
 
 class ContractResult(Strict):
@@ -31,20 +32,27 @@ class PiiFinding(Strict):
 
 
 class PiiReport(Strict):
-    declared: dict[str, Literal["drop", "mask"]]
+    declared: dict[str, Literal["drop", "mask", "tokenize"]]
     undeclared_findings: list[PiiFinding]
     raw_pii_remaining: bool
+    detector: str = ""  # the recognizer set that looked (mlsec.ingest.pii.DETECTOR)
 
 
 class Provenance(Strict):
     source_uri: str
     source_sha256: Sha256 | None  # None: nothing was read (refused, missing or unreadable)
     ingested_by: str
+    format: Literal["csv", "parquet"] | None = None  # None: not read far enough to tell
+    code_commit: str = "unknown"
+    formula_cells: int = Field(default=0, ge=0)  # cells that would run as a spreadsheet formula
 
 
-class PoisoningScreen(Strict):
-    conflicting_duplicates: int = Field(ge=0)
-    label_rate: float = Field(ge=0, le=1)
+class Transformation(Strict):
+    """One step from the source's bytes to the dataset's, as the dataset provenance lists it."""
+
+    step: Literal["parse", "neutralise_formulas", "drop", "mask", "tokenize", "write"]
+    column: str | None = None
+    detail: str = ""
 
 
 class IngestError(Strict):
@@ -61,3 +69,4 @@ class DataEvidence(Evidence):
     provenance: Provenance
     poisoning: PoisoningScreen
     errors: list[IngestError] = []
+    transformations: list[Transformation] = []

@@ -1,30 +1,159 @@
-"""Find PII by pattern in every column (numbers too) and every header; drop or mask declared PII columns.
+"""Find PII in every column (numbers too) and every header; drop, mask or tokenize declared PII columns.
 
-Scanning reads each cell's text as it was in the file (`cells`: every column read as str), so a card
-number or a dash-less SSN in a numeric column is found as written. Patterns are linear (see patterns.py).
+Two recognizer sets look at each value and a hit by either counts:
+- presidio-analyzer's pattern recognizers (e-mail with a TLD check, US SSN, phone numbers through
+  Google's phonenumbers, credit cards with Luhn, IBAN with its checksum, IP addresses), each scored and
+  raised by context: the column header is the context (a 9-digit number under "ssn" counts, under
+  "account_id" it does not). Presidio runs on a blank spaCy pipeline (a tokenizer, no trained model:
+  none can be downloaded here, and pattern recognizers need none).
+- mlsec.ingest.patterns: linear-time patterns that also see what presidio leaves out (a dash-less SSN
+  stored in a float column) and every cell, however long.
+Scanning reads each cell's text as it was in the file (`cells`: every column read as str). Each column is
+first cut down in C (pyarrow) to the distinct values that could hold any of these kinds, so a numeric
+column of a million rows costs one vectorised pass, not a million recognizer calls.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlsec.ingest.contract import DataContract, PiiKind
+from mlsec.ingest.errors import IngestFailure
 from mlsec.ingest.evidence import PiiFinding
-from mlsec.ingest.patterns import KINDS, has
+from mlsec.ingest.patterns import kinds_in
 from mlsec.ingest.redact import column_label
 
+PRESIDIO_KINDS = {"EMAIL_ADDRESS": "email", "US_SSN": "ssn", "PHONE_NUMBER": "phone", "CREDIT_CARD": "credit_card",
+                  "IBAN_CODE": "iban", "IP_ADDRESS": "ip_address"}
+# presidio's floor for a context-raised score: a weak pattern counts once its header supports it.
+MIN_SCORE = 0.4
+# presidio's regexes are not linear-time: longer cells get the linear patterns only (cells over the
+# contract's max_cell_chars are a deny anyway).
+MAX_ANALYZED_CHARS = 4096
+# A plain number with at most 8 integer and 12 fraction digits holds none of the kinds above (the
+# shortest, a phone number, needs 10 digits; a card's 13 cannot fit in the fraction).
+_PLAIN_NUMBER = r"^-?\d{1,8}(?:\.\d{1,12})?$"
+# Every kind needs a digit, except an e-mail ('@') and an IPv6 address (':').
+_MAYBE = r"[0-9@:]"
 
-def scan(series: pd.Series) -> dict[str, int]:
-    """Count values that look like each kind of PII."""
-    text = [str(v) for v in series.dropna()]
-    counts: dict[str, int] = {}
-    for kind in KINDS:
-        n = sum(1 for v in text if has(v, kind))
-        if n:
-            counts[kind] = n
-    return counts
+
+@lru_cache(maxsize=1)
+def _analyzer() -> Any:
+    import spacy
+    import tldextract
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, UsSsnRecognizer,
+    )
+
+    # The e-mail check's TLD list from the snapshot inside tldextract: a pipeline never fetches it.
+    offline_tlds = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(offline_tlds(pattern_text).fqdn)
+
+    nlp = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": "blank:en"}])
+    # Set instead of load(), which would download a trained model; presidio types the field as None.
+    nlp.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]
+    registry = RecognizerRegistry(supported_languages=["en"])
+    for recognizer in (OfflineEmailRecognizer(), UsSsnRecognizer(), PhoneRecognizer(), CreditCardRecognizer(),
+                       IbanRecognizer(), IpRecognizer()):
+        registry.add_recognizer(recognizer)
+    return AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"])
+
+
+def _detector() -> str:
+    from importlib.metadata import version
+
+    return (f"presidio-analyzer {version('presidio-analyzer')} ({', '.join(sorted(PRESIDIO_KINDS.values()))}; "
+            f"blank spaCy {version('spacy')}, header as context) + mlsec.ingest.patterns")
+
+
+DETECTOR = _detector()
+
+
+def presidio_kinds(text: str, header: str = "") -> set[str]:
+    """The kinds presidio finds in text with header as context (score at least MIN_SCORE)."""
+    if len(text) > MAX_ANALYZED_CHARS:
+        return set()
+    results = _analyzer().analyze(text=text, language="en", entities=list(PRESIDIO_KINDS),
+                                  context=[header] if header else None, score_threshold=MIN_SCORE)
+    return {PRESIDIO_KINDS[r.entity_type] for r in results}
+
+
+def kinds(text: str, header: str = "") -> set[str]:
+    return set(kinds_in(text)) | presidio_kinds(text, header)
+
+
+def _candidates(series: pd.Series) -> pd.Series:
+    """The values that could hold PII at all, cut down by two vectorised regex passes."""
+    text = series.dropna()
+    if text.empty:
+        return text
+    arr = pa.array(text.astype(str).to_numpy(dtype=object), type=pa.large_string())
+    keep = pc.and_(pc.match_substring_regex(arr, _MAYBE), pc.invert(pc.match_substring_regex(arr, _PLAIN_NUMBER)))
+    return text[keep.to_numpy(zero_copy_only=False)].astype(str)
+
+
+def scan(series: pd.Series, header: str = "") -> dict[str, int]:
+    """Count values that look like each kind of PII (each distinct value is analysed once)."""
+    counts: Counter[str] = Counter()
+    for value, n in _candidates(series).value_counts(sort=False).items():
+        for kind in kinds(str(value), header):
+            counts[kind] += int(n)
+    return dict(counts)
+
+
+class Tokenizer:
+    """tok_ + HMAC-SHA256(key, value), written in the letters a-p: the same value always gets the same
+    token (joins survive), the value cannot be recovered or guessed without the key, and a token holds no
+    digit, so no PII pattern can match it. The key comes from MLSEC_PII_TOKEN_KEY_FILE (a mounted Secret)
+    or MLSEC_PII_TOKEN_KEY; it is never logged, recorded or written, only its id (an HMAC of a constant)."""
+
+    MIN_KEY_BYTES = 32
+    SHAPE = re.compile(r"tok_[a-p]{64}")
+    _LETTERS = bytes.maketrans(b"0123456789abcdef", b"abcdefghijklmnop")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < self.MIN_KEY_BYTES:
+            raise IngestFailure("token_key_missing", f"the PII tokenization key is {len(key)} bytes; "
+                                                     f"it must have at least {self.MIN_KEY_BYTES}")
+        self._key = key
+        self.key_id = hmac.new(key, b"mlsec pii token key id", hashlib.sha256).hexdigest()[:16]
+
+    @classmethod
+    def from_env(cls) -> Tokenizer:
+        if path := os.environ.get("MLSEC_PII_TOKEN_KEY_FILE"):
+            try:
+                key = Path(path).read_bytes().rstrip(b"\r\n")
+            except OSError as e:
+                raise IngestFailure("token_key_missing", f"cannot read the PII tokenization key file "
+                                                         f"(MLSEC_PII_TOKEN_KEY_FILE): {e.strerror}") from None
+            return cls(key)
+        if value := os.environ.get("MLSEC_PII_TOKEN_KEY"):
+            return cls(value.encode())
+        raise IngestFailure("token_key_missing", "the contract tokenizes PII columns and no key is configured: "
+                                                 "set MLSEC_PII_TOKEN_KEY_FILE (a mounted Secret) or MLSEC_PII_TOKEN_KEY")
+
+    def __repr__(self) -> str:  # never the key
+        return f"Tokenizer(key_id={self.key_id})"
+
+    def token(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest().encode()
+        return "tok_" + digest.translate(self._LETTERS).decode()
 
 
 def _mask_value(kind: PiiKind, value: str) -> str:
@@ -32,44 +161,56 @@ def _mask_value(kind: PiiKind, value: str) -> str:
         return value[:3] + "XX"  # 3-digit ZIP prefix: the usual generalisation
     if kind == "email":
         return "***@" + value.split("@")[-1]
-    if kind in {"ssn", "phone", "credit_card"}:
+    if kind in {"ssn", "phone", "credit_card", "iban"}:
         return "***" + re.sub(r"\D", "", value)[-4:]
     return value[:1] + "***"
 
 
 def undeclared_findings(cells: pd.DataFrame, contract: DataContract) -> list[PiiFinding]:
-    """PII in any header, and in the values of any column not declared as PII to drop (a masked column
-    is masked for its own kind only, so any pattern hit there is undeclared too)."""
+    """PII in any header, and in the values of any column not declared as PII to drop or tokenize (a
+    masked column is masked for its own kind only, so any hit there is undeclared too)."""
     declared = contract.pii_columns
     findings: list[PiiFinding] = []
     for position, col in enumerate(cells.columns):
         label = column_label(str(col), position, contract.columns)
         findings += [PiiFinding(column=label, kind=kind, matches=1, location="header")
-                     for kind in scan(pd.Series([str(col)]))]
-        if col in declared and declared[col].action == "drop":
+                     for kind in sorted(scan(pd.Series([str(col)])))]
+        if col in declared and declared[col].action in ("drop", "tokenize"):
             continue
-        findings += [PiiFinding(column=label, kind=kind, matches=n) for kind, n in scan(cells[col]).items()]
+        findings += [PiiFinding(column=label, kind=kind, matches=n)
+                     for kind, n in sorted(scan(cells[col], str(col)).items())]
     return findings
 
 
-def protect(df: pd.DataFrame, contract: DataContract) -> pd.DataFrame:
-    """Drop or mask every declared PII column; returns a new frame."""
+def protect(df: pd.DataFrame, contract: DataContract, tokenizer: Tokenizer | None = None) -> pd.DataFrame:
+    """Drop, mask or tokenize every declared PII column; returns a new frame. Nulls stay null."""
     out = df.copy()
     for col, pii in contract.pii_columns.items():
         if col not in out.columns:
             continue
         if pii.action == "drop":
             out = out.drop(columns=[col])
+        elif pii.action == "tokenize":
+            if tokenizer is None:
+                raise IngestFailure("token_key_missing", f"column {col} is to be tokenized and no key was loaded")
+            out[col] = out[col].map(tokenizer.token, na_action="ignore")
         else:
             out[col] = out[col].astype(str).map(lambda v, k=pii.kind: _mask_value(k, v))
     return out
 
 
 def raw_pii_remaining(protected: pd.DataFrame, contract: DataContract) -> bool:
-    """True if a declared PII column survived unprotected: dropped ones present, masked ones still matching."""
+    """True if a declared PII column survived unprotected: dropped ones present, masked ones still
+    matching, tokenized ones holding anything but tokens."""
     for col, pii in contract.pii_columns.items():
         if col not in protected.columns:
             continue
-        if pii.action == "drop" or scan(protected[col]):
+        if pii.action == "drop":
+            return True
+        if pii.action == "tokenize":
+            values = protected[col].dropna().astype(str)
+            if not values.str.fullmatch(Tokenizer.SHAPE.pattern).all():
+                return True
+        elif scan(protected[col], col):
             return True
     return False

@@ -19,6 +19,7 @@ class AttestationCheck(Strict):
     subject_digest: Sha256
     dataset_digest: Sha256
     decision_digests: list[Sha256]
+    dataset_provenance_digest: Sha256 | None = None  # the verified dataset provenance it carries, if any
 
 
 class SigningEvidence(Evidence):

@@ -92,10 +92,16 @@ class Signing:
         return cfg.use_elliptic_key_signer(private_key=self.keys.private_key)
 
     def sign_attestation(self, stmt: dict[str, Any], out: Path) -> None:
+        out.write_text(json.dumps(self.sign_document(stmt), indent=2))
+
+    def sign_document(self, stmt: dict[str, Any]) -> dict[str, Any]:
+        """stmt signed: a DSSE envelope (key, certificate) or a Sigstore bundle holding one."""
         if self.method != "sigstore":
             assert self.keys is not None
-            attestation.sign(stmt, self.keys.private_key, out)
-            return
+            from mlsec.gates.attest import sign_statement
+            from mlsec.sign.keys import sslib_signer
+
+            return sign_statement(stmt, sslib_signer(self.keys.private_key))
         from sigstore.dsse import Statement
         from sigstore.models import ClientTrustConfig
         from sigstore.oidc import IdentityToken
@@ -105,7 +111,8 @@ class Signing:
         ctx = SigningContext.from_trust_config(ClientTrustConfig.production())
         with ctx.signer(IdentityToken(self.oidc_token or "")) as signer:
             bundle = signer.sign_dsse(Statement(json.dumps(stmt, sort_keys=True).encode()))
-        out.write_text(bundle.to_json())
+        doc: dict[str, Any] = json.loads(bundle.to_json())
+        return doc
 
 
 @dataclass(frozen=True)
@@ -169,14 +176,26 @@ class Trust:
             return attestation.verify(envelope, self.public_key)
         if self.method == "certificate":
             return attestation.verify(envelope, self._leaf_key(signature))
+        return attestation.read_statement(json.dumps(self.open_statement(envelope.read_bytes(), signature)).encode())
+
+    def open_statement(self, document: bytes, signature: Path) -> dict[str, Any]:
+        """The statement a signed document (sign_document's output) carries, once it verifies with this
+        trust; ValueError otherwise. signature: the model's model.sig (a certificate trust's leaf key)."""
+        if self.method != "sigstore":
+            key = load_public(self.public_key) if self.method == "key" and self.public_key else self._leaf_key(signature)
+            return attestation.open_signed(document, key)
         from sigstore.models import Bundle
         from sigstore.verify import Verifier
         from sigstore.verify.policy import Identity
 
-        bundle = Bundle.from_json(envelope.read_text())
-        _, payload = Verifier.production().verify_dsse(bundle, Identity(identity=self.identity or "",
-                                                                        issuer=self.issuer or ""))
-        return attestation.read_statement(payload)
+        try:
+            bundle = Bundle.from_json(document)
+            _, payload = Verifier.production().verify_dsse(bundle, Identity(identity=self.identity or "",
+                                                                            issuer=self.issuer or ""))
+        except Exception as e:  # sigstore raises VerificationError and format errors alike
+            raise ValueError(f"Sigstore bundle does not verify: {e}") from e
+        stmt: dict[str, Any] = json.loads(payload)
+        return stmt
 
 
 def configured_trust(key_dir: Path) -> Trust:

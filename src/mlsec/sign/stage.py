@@ -12,9 +12,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mlsec.digest import manifest_digest, tree_manifest
+from mlsec.digest import manifest_digest, sha256_json, tree_manifest
 from mlsec.evidence import Subject
+from mlsec.ingest import provenance as dataset_provenance
 from mlsec.sign import attestation, formats
 from mlsec.sign.evidence import AttestationCheck, SignatureCheck, SigningEvidence
 from mlsec.sign.keys import KeyPair
@@ -80,14 +82,27 @@ def sign(model_dir: Path, out_dir: Path, signing: Signing | KeyPair, materials: 
     the attestation's manifest is the one the signature lists."""
     how = as_signing(signing)
     signer = how.model_signer()  # fails here, before anything is written, if the method cannot run
+    dataset_doc = _dataset_provenance(how, materials)  # and so does a dataset provenance about another dataset
     target = out_dir / MODEL
     if target.exists():
         shutil.rmtree(target)
     _link_tree(model_dir, target)
     signer.set_hashing_config(_hashing_config()).sign(target, out_dir / SIGNATURE)
-    stmt = attestation.statement(signed_manifest(out_dir / SIGNATURE), materials, invocation)
+    stmt = attestation.statement(signed_manifest(out_dir / SIGNATURE), materials, invocation, dataset_doc)
     how.sign_attestation(stmt, out_dir / ATTESTATION)
     return out_dir
+
+
+def _dataset_provenance(how: Signing, materials: attestation.Materials) -> dict[str, Any] | None:
+    """The dataset's provenance signed with the model's identity, if the materials carry one; it must be
+    about the very dataset the model's provenance names."""
+    stmt = materials.dataset_statement
+    if stmt is None:
+        return None
+    named = dataset_provenance.read(stmt, "").dataset_digest
+    if named != materials.dataset_digest:
+        raise ValueError(f"the dataset provenance is about {named}, not the dataset {materials.dataset_digest}")
+    return how.sign_document(stmt)
 
 
 def verify_signature(bundle_dir: Path, trust: Trust | Path) -> str:
@@ -105,7 +120,13 @@ def verify_signature(bundle_dir: Path, trust: Trust | Path) -> str:
 
 def _verify_attestation(bundle_dir: Path, trust: Trust) -> attestation.VerifiedAttestation:
     try:
-        return trust.verify_attestation(bundle_dir / ATTESTATION, bundle_dir / SIGNATURE)
+        att = trust.verify_attestation(bundle_dir / ATTESTATION, bundle_dir / SIGNATURE)
+        if att.dataset_provenance is not None:  # carried: it must verify and be about the same dataset
+            dp = dataset_provenance.verify_document(att.dataset_provenance, trust, bundle_dir / SIGNATURE)
+            if dp.dataset_digest != att.dataset_digest:
+                raise ValueError(f"the dataset provenance is about {dp.dataset_digest}, not the dataset "
+                                 f"{att.dataset_digest} the model's provenance names")
+        return att
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"attestation verification failed: {e}") from e
 
@@ -149,5 +170,6 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
             subject_digest=att.subject_digest if att else unverified,
             dataset_digest=att.dataset_digest if att else unverified,
             decision_digests=att.decision_digests if att else [],
+            dataset_provenance_digest=sha256_json(att.dataset_provenance) if att and att.dataset_provenance else None,
         ),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlsec.config import Settings
 from mlsec.gates.attest import gate_trust, read_history
+from mlsec.ingest import provenance as dataset_provenance
 from mlsec.ingest.evidence import DataEvidence
 from mlsec.evidence import read_evidence
 from mlsec.sign import stage
@@ -36,6 +37,7 @@ def run(model_dir: Path, data_evidence: Path, decisions: Path, model_name: str, 
         dataset_uri=data.provenance.source_uri, dataset_digest=data.subject.digest,
         decision_digests={f"{d.gate}:{d.id}": d.digest for d in history},
         code_commit=code_commit(), image=os.environ.get("MLSEC_IMAGE", "local"),
+        dataset_statement=dataset_provenance.statement(data),  # signed and carried in the model's provenance
     )
     stage.sign(model_dir, signed_out, signing, materials, invocation)
     # The evidence is what a verifier sees with the configured trust, not what the signer believes.
