@@ -25,7 +25,7 @@ from securesystemslib.signer import CryptoSigner, Key
 
 from mlsec.digest import sha256_json
 from mlsec.gates.decision import Decision
-from mlsec.gates.transparency import CheckpointStore, Frontier, LogError, Notary, Report, leaf_hash
+from mlsec.gates.transparency import Checkpoint, CheckpointStore, Frontier, LogError, Notary, Report, Witness, leaf_hash
 
 GENESIS = "0" * 64
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -54,9 +54,10 @@ def make_entry(decision: Decision, prev: str) -> dict[str, Any]:
     return entry
 
 
-def verify_chain(entries: Iterable[tuple[str, str]]) -> int:
-    """entries: (where, raw JSON). Returns the count; raises ValueError naming the first broken entry."""
-    prev, n = GENESIS, 0
+def verify_chain(entries: Iterable[tuple[str, str]], prev: str = GENESIS) -> int:
+    """entries: (where, raw JSON), following the entry whose hash is prev. Returns the count; raises
+    ValueError naming the first broken entry."""
+    n = 0
     for n, (where, raw) in enumerate(entries, start=1):
         try:
             entry = json.loads(raw)
@@ -165,20 +166,55 @@ class AuditLog:
                 notary.publish(state.frontier)
         return entry
 
-    def check(self) -> Report:
-        """Chain, Merkle tree and every signed checkpoint; ValueError saying how the log is wrong."""
+    def check(self, witness: Witness | None = None, incremental: bool = False) -> Report:
+        """Chain, Merkle tree and every signed checkpoint; ValueError saying how the log is wrong. With a
+        witness, remembers the newest checkpoint verified; incremental: verifies only the entries and
+        checkpoints after the witness's (a full check where there is none)."""
         notary = _notary(self.checkpoints, self.origin, self.signer, self.keys)
         if not self.path.exists():
             newest = max(notary.signed(), default=0) if notary else 0
             if newest:
                 raise LogError(f"audit log {self.path} was deleted but the signed checkpoint says {newest} entries")
             raise ValueError(f"audit log {self.path} does not exist")
+        trusted = witness.load(notary) if incremental and witness and notary else None
+        if trusted is not None:
+            assert witness is not None and notary is not None
+            return self._check_since(notary, witness, *trusted)
         lines = self.path.read_bytes().splitlines()
         n = verify_chain((f"{self.path}:{i}", line.decode()) for i, line in enumerate(lines, start=1))
-        return notary.check(lines, str(self.path)) if notary else Report(n, 0, 0)
+        report = notary.check(lines, str(self.path)) if notary else Report(n, 0, 0)
+        if witness is not None and notary is not None and report.anchored:
+            self._remember(notary, witness, report.anchored, 0, lines[:report.anchored])
+        return report
+
+    def _check_since(self, notary: Notary, witness: Witness, cp: Checkpoint, offset: int, last: str) -> Report:
+        """The entries after the witnessed checkpoint: chained to its last entry, and its signed tree
+        extended by them reaching every newer checkpoint. Costs what was appended since, not the log."""
+        with self.path.open("rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            if end < offset:
+                raise LogError(f"{self.path}: log truncated to {end} bytes but {cp.size} entries signed in "
+                               f"checkpoint {cp.size} ended at byte {offset}")
+            f.seek(offset)
+            lines = f.read().splitlines()
+        verify_chain(((f"{self.path}:{cp.size + i}", line.decode()) for i, line in enumerate(lines, start=1)), last)
+        report, _ = notary.check_since(cp, lines, str(self.path))
+        if report.anchored > cp.size:
+            self._remember(notary, witness, report.anchored, offset, lines[:report.anchored - cp.size])
+        return report
+
+    @staticmethod
+    def _remember(notary: Notary, witness: Witness, size: int, offset: int, lines: Sequence[bytes]) -> None:
+        end = offset + sum(len(line) + 1 for line in lines)
+        witness.save(notary, size, end, json.loads(lines[-1])["entry_sha256"])
 
     def verify(self) -> int:
         return self.check().entries
+
+
+def witness_for(home: Path, log: AuditLog) -> Witness:
+    """Where this machine keeps the newest checkpoint it verified of a log: with its own state, by log id."""
+    return Witness(home / "audit" / "witness" / f"{sha256_json(log.origin)[:32]}.json")
 
 
 # -- the shared S3 log -----------------------------------------------------------------------------

@@ -5,8 +5,13 @@ A checkpoint is an in-toto Statement in a DSSE envelope signed with the audit ke
 under a key named by its tree size, retention-locked in COMPLIANCE mode (nobody, not even an admin,
 can delete it before it expires), and read back from every object version of every checkpoint key, so
 a delete marker or a newer version laid on top hides nothing. The verifier recomputes the tree from the
-entry bytes and proves (RFC 6962 consistency proofs, pymerkle) that every signed checkpoint is a prefix
-of it: a rewritten, truncated or emptied log contradicts a signature its attacker cannot make.
+entry bytes and proves that every signed checkpoint is a prefix of it (the root of the first `size`
+leaves is the signed root: what an RFC 6962 consistency proof shows, computed directly from the leaves in
+one pass): a rewritten, truncated or emptied log contradicts a signature its attacker cannot make.
+
+A verifier keeps the newest checkpoint it has verified (a Witness). From it, a later verify reads only what
+came after: the trusted frontier extended by the new leaves must reach every newer signed root, so the
+cost follows what was appended, not the size of the log.
 
 The checkpoint also carries the tree's frontier (the roots of its maximal perfect subtrees), so the next
 writer extends the tree in O(log n) without reading the log.
@@ -16,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
-from pymerkle import InmemoryTree, InvalidProof, verify_consistency
 from securesystemslib.signer import CryptoSigner, Key
 
 from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
@@ -174,12 +180,14 @@ class CheckpointStore:
                 raise
         return sorted(out)
 
-    def versions(self, log_id: str) -> list[Stored]:
-        """Every object version under this log's checkpoints, also those under a delete marker."""
+    def versions(self, log_id: str, after: int | None = None) -> list[Stored]:
+        """Every object version under this log's checkpoints, also those under a delete marker; with
+        `after`, only those of sizes above it (keys sort by size)."""
         found: list[tuple[str, str]] = []
+        marker = {"KeyMarker": self.key(log_id, after)} if after is not None else {}
         try:
             for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket,
-                                                                                Prefix=self._dir(log_id)):
+                                                                                Prefix=self._dir(log_id), **marker):
                 found += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
         except Exception as e:
             if _code(e) != "NoSuchBucket":
@@ -253,10 +261,11 @@ class Notary:
                 return self.open(body, self.store.key(self.log_id, size)).frontier
         return Frontier()
 
-    def signed(self) -> dict[int, Checkpoint]:
-        """Every stored checkpoint version, verified; two signed roots for one size are a split view."""
+    def signed(self, after: int | None = None) -> dict[int, Checkpoint]:
+        """Every stored checkpoint version (of sizes above `after`), verified; two signed roots for one size
+        are a split view."""
         out: dict[int, Checkpoint] = {}
-        for s in self.store.versions(self.log_id):
+        for s in self.store.versions(self.log_id, after):
             where = f"s3://{self.store.bucket}/{s.key} (version {s.version})"
             cp = self.open(s.body, where)
             if cp.size != _size_of(s.key):
@@ -276,16 +285,59 @@ class Notary:
             raise LogError(f"{where}: log truncated to {n} entries but the signed checkpoint says {newest}")
         if not checkpoints:
             return Report(n, 0, 0)
-        tree = InmemoryTree(threshold=2)  # cache every subtree root: one proof per checkpoint stays O(log n)
-        tree.append_entries(leaves)
-        current, previous = tree.get_root(), 0
-        for size in sorted(checkpoints):
-            try:
-                verify_consistency(checkpoints[size].root, current, tree.prove_consistency(size, n),
-                                   prior_size=size, later_size=n)
-            except InvalidProof as e:
-                which = f"entry {size}" if previous == size - 1 else f"an entry among {previous + 1}..{size}"
-                raise LogError(f"{where}: {which} was modified: the log is inconsistent with the signed "
-                               f"checkpoint of size {size} ({e})") from e
-            previous = size
+        extend(Frontier(), leaves, checkpoints, where)
         return Report(n, len(checkpoints), newest)
+
+    def check_since(self, witness: Checkpoint, leaves: Sequence[bytes], where: str) -> tuple[Report, Frontier]:
+        """leaves: the entries after the witness's size. Every checkpoint signed since must be the witness's
+        tree extended by them; returns the report and the frontier of the whole log."""
+        checkpoints = self.signed(after=witness.size)
+        n, newest = witness.size + len(leaves), max(checkpoints, default=witness.size)
+        if n < newest:
+            raise LogError(f"{where}: log truncated to {n} entries but the signed checkpoint says {newest}")
+        frontier = extend(witness.frontier, leaves, checkpoints, where)
+        return Report(n, len(checkpoints), newest), frontier
+
+
+def extend(start: Frontier, leaves: Iterable[bytes], checkpoints: Mapping[int, Checkpoint], where: str) -> Frontier:
+    """start extended by the leaves (entry bytes); at each checkpointed size its root must be the signed one."""
+    frontier, previous = start, start.size
+    for data in leaves:
+        frontier = frontier.append(leaf_hash(data))
+        cp = checkpoints.get(frontier.size)
+        if cp is None:
+            continue
+        if frontier.root() != cp.root:
+            size = frontier.size
+            which = f"entry {size}" if previous == size - 1 else f"an entry among {previous + 1}..{size}"
+            raise LogError(f"{where}: {which} was modified: the log is inconsistent with the signed "
+                           f"checkpoint of size {size}")
+        previous = frontier.size
+    return frontier
+
+
+@dataclass(frozen=True)
+class Witness:
+    """The newest checkpoint this verifier has checked, with where its entries end in the local file. The
+    checkpoint is signed and opened again on every load, so a forged witness is refused; an older genuine
+    one only makes the next verify read more. Kept with the verifier's state (MLSEC_HOME), not the log."""
+
+    path: Path
+
+    def load(self, notary: Notary) -> tuple[Checkpoint, int, str] | None:
+        try:
+            doc = json.loads(self.path.read_text())
+            body, offset, last = doc["checkpoint"].encode(), int(doc["offset"]), str(doc["last"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return notary.open(body, str(self.path)), offset, last
+
+    def save(self, notary: Notary, size: int, offset: int, last: str) -> None:
+        body = notary.store.get(notary.log_id, size) if size else None
+        if body is None:
+            return
+        notary.open(body, notary.store.key(notary.log_id, size))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"checkpoint": body.decode(), "offset": offset, "last": last}))
+        tmp.replace(self.path)
