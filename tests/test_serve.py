@@ -38,7 +38,8 @@ def test_prediction_is_label_and_rounded_probability(model: SignedModel) -> None
 @pytest.mark.parametrize(("payload", "message"), [
     ({}, "instances"),
     ({"instances": []}, "at least one instance"),
-    ({"instances": [[1, 2, 3]]}, "must be an object"),
+    ({"instances": [[1, 2, 3]]}, "instances\\[0\\] must list 6 values in the order"),
+    ({"instances": ["age"]}, "must be an object keyed by feature name or a list in feature order"),
     ({"instances": [{**GOOD, "age": float("nan")}]}, "instances\\[0\\].age must be a finite number"),
     ({"instances": [{**GOOD, "income": "lots"}]}, "income must be a number"),
     ({"instances": [{**GOOD, "income": True}]}, "income must be a number"),

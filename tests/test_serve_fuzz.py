@@ -131,7 +131,8 @@ def test_fuzzing_the_served_openapi_finds_no_5xx(fuzz_server: Running) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         inference = operation.method.upper() == "POST"
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        public = operation.definition.raw.get("security") == []  # a probe: no key, no input, nothing to negate
+        for mode in (GenerationMode.POSITIVE,) if public else (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             per_mode = max(1, CASES // 4) if inference else 5
 
             @settings(max_examples=per_mode, deadline=None, suppress_health_check=list(HealthCheck), database=None)
