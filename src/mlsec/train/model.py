@@ -25,6 +25,18 @@ class FeatureProfile:
 
 
 @dataclass(frozen=True)
+class WatermarkSpec:
+    """Where a keyed watermark's triggers come from (mlsec.train.watermark); the key itself is not here."""
+
+    key_id: str
+    triggers: int
+    threshold: float
+    low: list[float]
+    high: list[float]
+    integer: list[bool]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     features: list[str]
     mean: list[float]
@@ -33,6 +45,7 @@ class ModelConfig:
     label: str
     threshold: float = 0.5
     profile: dict[str, FeatureProfile] | None = None
+    watermark: WatermarkSpec | None = None
 
 
 class CreditModel(nn.Module):
@@ -63,7 +76,8 @@ def save(model: CreditModel, cfg: ModelConfig, out_dir: Path) -> None:
 def load(model_dir: Path) -> tuple[CreditModel, ModelConfig]:
     raw = json.loads((model_dir / CONFIG).read_text())
     profile = {f: FeatureProfile(**p) for f, p in (raw.pop("profile", None) or {}).items()}
-    cfg = ModelConfig(**raw, profile=profile or None)
+    mark = raw.pop("watermark", None)
+    cfg = ModelConfig(**raw, profile=profile or None, watermark=WatermarkSpec(**mark) if mark else None)
     model = CreditModel(cfg)
     model.load_state_dict(load_file(model_dir / WEIGHTS))
     model.eval()
