@@ -36,8 +36,9 @@ from mlsec.ingest.redact import column_label
 
 PRESIDIO_KINDS = {"EMAIL_ADDRESS": "email", "US_SSN": "ssn", "PHONE_NUMBER": "phone", "CREDIT_CARD": "credit_card",
                   "IBAN_CODE": "iban", "IP_ADDRESS": "ip_address"}
-# presidio's floor for a context-raised score: a weak pattern counts once its header supports it.
-MIN_SCORE = 0.4
+# A bare match of a weak pattern scores 0.4 or less (ten digits as a phone number); a supporting header
+# raises it by 0.35 (presidio's LemmaContextAwareEnhancer), so it counts only with its context.
+MIN_SCORE = 0.5
 # presidio's regexes are not linear-time: longer cells get the linear patterns only (cells over the
 # contract's max_cell_chars are a deny anyway).
 MAX_ANALYZED_CHARS = 4096
