@@ -13,6 +13,7 @@ from components.promote import promote
 from components.serve import serve
 from components.sign import sign
 from components.train import train
+from mlsec.serve.deploy import DEPLOYER_TOKEN_DIR
 from pipelines.resources import TRAIN, harden, sized
 
 
@@ -52,8 +53,10 @@ def secure_pipeline(
                                           evidence=promoted.outputs["release"],
                                           history=promoted.outputs["decisions_out"]), gate_key=True)
                 with dsl.If(deploy_gate.outputs["Output"] == "allow", name="deployment-allowed"):
-                    harden(serve(release=promoted.outputs["release"], decisions=deploy_gate.outputs["decisions"]),
-                           s3=True, public_key=True)
+                    served = harden(serve(release=promoted.outputs["release"],
+                                          decisions=deploy_gate.outputs["decisions"]), s3=True, public_key=True)
+                    # The only task holding the deployer's token (manifests/deployer.yaml).
+                    kubernetes.use_secret_as_volume(served, "mlsec-deployer-token", mount_path=DEPLOYER_TOKEN_DIR)
                 with dsl.Else(name="deployment-denied"):
                     harden(halt(decision=deploy_gate.outputs["decision"]))
             with dsl.Else(name="signing-denied"):

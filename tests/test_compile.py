@@ -119,3 +119,10 @@ def test_every_task_has_requests_and_limits_and_train_is_sized_apart(
     train = executors["exec-train"]["container"]["resources"]
     light = executors["exec-gate"]["container"]["resources"]
     assert train["memoryLimit"] > light["memoryLimit"] and train["cpuLimit"] > light["cpuLimit"]
+
+
+def test_only_the_serve_task_holds_the_deployer_token(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    _, executors = ir
+    holders = {name for name, ex in executors.items()
+               if "mlsec-deployer-token" in {v["secretName"] for v in ex.get("secretAsVolume", [])}}
+    assert holders == {"exec-serve"}

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _plain() -> list[dict[str, Any]]:
 
 
 VALUES = ["values.yaml", "values-dev.yaml", "values-staging.yaml", "values-prod.yaml"]
-CRD_KINDS = {"InferenceService"}  # kubernetes-validate ships core schemas only; KServe's CRD is not among them
+CRD_KINDS = {"InferenceService", "ConstraintTemplate", "MlsecGateAllowed"}  # kubernetes-validate ships core schemas only
 
 
 def _render(values_file: str) -> list[dict[str, Any]]:
@@ -278,3 +279,106 @@ def test_serve_stage_applies_what_the_environments_release_installed(env: str,
         assert workload["spec"]["replicas"] == 1
     if env == "prod":
         assert "20/second" in text and "50/second" not in text
+
+
+# --- admission: the cluster admits only what the deployment gate allowed (manifests/admission.yaml) -------------
+@pytest.fixture(scope="module")
+def admission(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    template = next(d for d in yaml.safe_load_all((REPO / "manifests" / "admission.yaml").read_text())
+                    if d["kind"] == "ConstraintTemplate")
+    root = tmp_path_factory.mktemp("admission")
+    (root / "admission.rego").write_text(template["spec"]["targets"][0]["rego"])
+    engine = InProcessEngine(root)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def gate_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    from mlsec.gates.attest import create_key
+
+    root = tmp_path_factory.mktemp("gatekey")
+    create_key(root / "prod.key")
+    create_key(root / "other.key")
+    return root / "prod.key", (root / "prod.pub").read_text(), root / "other.key"
+
+
+def _admit(engine: InProcessEngine, obj: dict[str, Any], public_pem: str, env: str = "prod") -> list[str]:
+    review = {"review": {"object": obj}, "parameters": {"environment": env, "gatePublicKeys": [public_pem]}}
+    found = engine.opa.eval_document_json("mlsecgateallowed.violation", json.dumps(review).encode())
+    return sorted(v["msg"] for v in found)
+
+
+def _allowed_objects() -> list[dict[str, Any]]:
+    from mlsec.serve.deploy import release_objects, render_release
+
+    return release_objects(render_release("credit-prod", "mlsec-serving", "prod", {"image": {"digest": DIGEST}}))
+
+
+def test_admission_admits_exactly_the_allowed_objects(admission: InProcessEngine,
+                                                      gate_keys: tuple[Path, str, Path]) -> None:
+    from mlsec.admission import mint, stamp
+
+    private, public, other = gate_keys
+    objects = _allowed_objects()
+    assert {o["kind"] for o in objects} == {"InferenceService", "NetworkPolicy"}
+    stamped = stamp(objects, mint(objects, "prod", "d-1", private))
+    for obj in stamped:
+        assert _admit(admission, obj, public) == [], obj["kind"]
+
+    workload = next(o for o in stamped if o["kind"] == "InferenceService")
+    container = workload["spec"]["predictor"]["containers"][0]
+    changed = {
+        "image": {**container, "image": "registry.example/evil@sha256:" + "cd" * 32},
+        "args": {**container, "args": [*container.get("args", []), "--digest", "0" * 64]},
+        "command": {**container, "command": ["sh", "-c", "id"]},
+    }
+    for what, c in changed.items():
+        bad = {**workload, "spec": {**workload["spec"], "predictor": {**workload["spec"]["predictor"],
+                                                                      "containers": [c]}}}
+        assert _admit(admission, bad, public) == [f"InferenceService/{workload['metadata']['name']} differs from "
+                                                  "the objects the deployment gate allowed"], what
+    netpol = next(o for o in stamped if o["kind"] == "NetworkPolicy" and o["spec"].get("egress"))
+    opened = {**netpol, "spec": {**netpol["spec"], "egress": [*netpol["spec"]["egress"], {}]}}
+    assert "differs from the objects" in _admit(admission, opened, public)[0]
+
+
+def test_admission_refuses_missing_forged_expired_or_foreign_tokens(admission: InProcessEngine,
+                                                                    gate_keys: tuple[Path, str, Path]) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    from mlsec.admission import claims, mint, stamp
+
+    private, public, other = gate_keys
+    objects = _allowed_objects()
+    obj = objects[0]
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+
+    def signed(c: dict[str, Any]) -> dict[str, Any]:
+        return stamp([obj], jwt.encode(c, key, algorithm="EdDSA"))[0]  # type: ignore[arg-type]
+
+    assert "no admission token" in _admit(admission, obj, public)[0]
+    assert "does not verify" in _admit(admission, stamp([obj], mint(objects, "prod", "d", other))[0], public)[0]
+    assert "does not verify" in _admit(admission, stamp([obj], "e30.e30.")[0], public)[0]
+    assert "expired" in _admit(admission, signed(claims(objects, "prod", "d", 60, now=time.time() - 120)), public)[0]
+    assert _admit(admission, signed(claims(objects, "prod", "d", 60, now=time.time() - 30)), public) == []
+    assert "not prod" in _admit(admission, signed(claims(objects, "staging", "d", 60)), public)[0]
+    assert "did not allow" in _admit(admission, signed({**claims(objects, "prod", "d", 60), "allow": False}), public)[0]
+    assert "not a deployment-gate" in _admit(admission, signed({**claims(objects, "prod", "d", 60), "gate": "data"}),
+                                             public)[0]
+    # A token for other objects does not admit this one.
+    assert "differs" in _admit(admission, stamp([obj], mint(objects[1:], "prod", "d", private))[0], public)[0]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_deployer_role_is_bound_to_the_serve_tasks_account_alone(env: str) -> None:
+    from mlsec.serve.deploy import environment_values
+
+    rendered = render_chart("credit-" + env, "mlsec-serving", environment_values(env))
+    bindings = [o for o in rendered if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
+                and o["roleRef"]["name"].endswith("-deployer")]
+    assert len(bindings) == 1
+    assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": "mlsec-deployer", "namespace": "kubeflow"}]
+    account = next(o for o in _plain() if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "mlsec-deployer")
+    assert account["metadata"]["namespace"] == "kubeflow" and account["automountServiceAccountToken"] is False

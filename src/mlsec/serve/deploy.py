@@ -78,13 +78,25 @@ def release_objects(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o for o in rendered if o["kind"] in APPLIED_KINDS]
 
 
-def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
-    """Server-side apply, through the Kubernetes API, of exactly the objects the deployment gate allowed."""
-    from kubernetes import client, config, dynamic
+# The deployer service account's token Secret, mounted into the serve task alone (manifests/deployer.yaml).
+DEPLOYER_TOKEN_DIR = "/var/run/secrets/mlsec-deployer"
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
+
+def apply(objects: list[dict[str, Any]], namespace: str) -> list[str]:
+    """Server-side apply, through the Kubernetes API, of exactly the objects the deployment gate allowed.
+
+    In a cluster it authenticates as mlsec-deployer, the only subject of the release's deployer Role, never as
+    the pod's own pipeline-runner account; without that token it refuses rather than fall back."""
+    from kubernetes import client, config, dynamic
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    token_dir = Path(os.environ.get("MLSEC_DEPLOYER_TOKEN_DIR") or DEPLOYER_TOKEN_DIR)
+    if "KUBERNETES_SERVICE_HOST" in os.environ:
+        if not (token_dir / "token").is_file():
+            raise RuntimeError(f"no deployer token in {token_dir}: the serve task applies only as mlsec-deployer")
+        InClusterConfigLoader(token_filename=str(token_dir / "token"), cert_filename=str(token_dir / "ca.crt"),
+                              try_refresh_token=False).load_and_set()
+    else:
         config.load_kube_config()
     api = dynamic.DynamicClient(client.ApiClient())
     applied = []
