@@ -1,0 +1,88 @@
+"""The reference profile of a model's last accepted dataset, as a signed record beside the model version.
+
+models/<name>/<version>/reference/<sha256>.dsse.json holds an in-toto Statement (DSSE) about the model
+digest whose predicate is the dataset digest and that dataset's profile (mlsec.ingest.profile), signed by
+the gate key of the environment that promoted the version. The next ingest for the model reads it for the
+version the stage's newest signed promotion names (Registry.head), and believes it only if it verifies
+with a gate key trusted for that stage's environment and is about that model and digest. Anything else
+(missing, unsigned, forged, signed by another environment's key, about another model) is no reference,
+with the reason: the data gate then warns or denies per policy data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+from securesystemslib.signer import CryptoSigner
+
+from mlsec.digest import canonical_json, sha256_bytes
+from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
+from mlsec.ingest.profile import Reference, ReferenceProfile
+from mlsec.registry import names
+from mlsec.registry.store import Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+REFERENCE_TYPE = "https://mlsec.dev/attestation/reference-profile/v1"
+
+
+def _dir(name: str, version: str) -> str:
+    return f"models/{names.model(name)}/{names.version(version)}/reference/"
+
+
+def statement(name: str, model_digest: str, dataset_digest: str, profile: ReferenceProfile) -> dict[str, Any]:
+    return {"_type": STATEMENT_TYPE, "subject": [{"name": name, "digest": {"sha256": model_digest}}],
+            "predicateType": REFERENCE_TYPE,
+            "predicate": {"dataset": {"sha256": dataset_digest}, "profile": profile.model_dump(mode="json")}}
+
+
+def store(registry: Registry, name: str, version: str, model_digest: str, dataset_digest: str,
+          profile: ReferenceProfile, signer: CryptoSigner) -> str:
+    """Signs and stores the profile of the dataset a promoted version learned from; returns its key."""
+    body = canonical_json(sign_statement(statement(name, model_digest, dataset_digest, profile), signer))
+    key = f"{_dir(name, version)}{sha256_bytes(body)}.dsse.json"
+    registry._put_once(key, body)  # noqa: SLF001 - the registry's own write-once, locked primitive
+    log.info("registry: reference profile of %s %s stored (%d rows)", name, version, profile.rows)
+    return key
+
+
+def _verified(body: bytes, registry: Registry, environment: str, name: str, model_digest: str) -> ReferenceProfile:
+    stmt = open_envelope(body, registry.gates.for_env(environment))
+    try:
+        (subject,) = stmt["subject"]
+        if stmt["predicateType"] != REFERENCE_TYPE or (subject["name"], subject["digest"]["sha256"]) != (name, model_digest):
+            raise AttestationError("it is about another model or digest")
+        return ReferenceProfile.model_validate(stmt["predicate"]["profile"])
+    except (KeyError, TypeError, ValueError, ValidationError) as e:
+        raise AttestationError(f"not a reference profile record: {str(e).splitlines()[0][:200]}") from e
+
+
+def read(registry: Registry, name: str, stage: str) -> Reference:
+    """The signed reference profile of the version `stage` follows, or no reference with the reason."""
+    environment = registry.stage_envs.get(stage)
+    if environment is None:
+        return Reference.none(f"stage {stage!r} is governed by no environment; no reference is trusted for it")
+    try:
+        head = registry.head(name, stage)
+        if head is None or not head.decision.subject:
+            return Reference.none(f"model {name} has no accepted dataset yet: no signed promotion to {stage}")
+        digest = head.decision.subject
+        version = digest[:16]
+        problems = []
+        for key in registry._keys(_dir(name, version)):  # noqa: SLF001 - the registry's own listing
+            got = registry._get(key)  # noqa: SLF001
+            try:
+                profile = _verified(got[0] if got else b"", registry, environment, name, digest)
+            except (AttestationError, json.JSONDecodeError) as e:
+                log.warning("registry: ignoring reference record %s: %s", key, e)
+                problems.append(str(e))
+                continue
+            return Reference.of(profile, "registry", f"{name}@{version} ({stage})")
+    except (RegistryError, ClientError, BotoCoreError) as e:
+        return Reference.none(f"the registry's reference for {name}:{stage} cannot be read: {str(e)[:200]}")
+    why = f"; none verifies ({problems[0]})" if problems else ""
+    return Reference.none(f"{name}@{version} ({stage}) has no signed reference profile{why}")
