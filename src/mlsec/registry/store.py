@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -658,9 +659,10 @@ def policy_history(decisions: Iterable[Decision]) -> list[Decision]:
     """The earlier decisions as the promotion policy reads them: a set of facts (mlsec.lib.decisions asks
     whether one exists), so decisions with the same facts are passed once. A version promoted hundreds of
     times hands the gate a handful of distinct facts, not its whole history."""
+    facts = attrgetter(*Decision.POLICY_FIELDS)
     seen: dict[tuple[object, ...], Decision] = {}
     for d in decisions:
-        seen.setdefault(tuple(d.policy_input().values()), d)
+        seen.setdefault(facts(d), d)
     return list(seen.values())
 
 
