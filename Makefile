@@ -63,7 +63,7 @@ PIP_CONF      ?= $(firstword $(wildcard /etc/pip.conf) /dev/null)
 WHEELS        ?= $(firstword $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 TORCH_INDEX   ?= $(if $(wildcard $(WHEELS)/torch-2.13.0+$(TORCH_VARIANT)-*.whl),,https://download.pytorch.org/whl/$(TORCH_VARIANT))
 
-.PHONY: image base-image demo-containers test-containers compile-image
+.PHONY: image base-image demo-containers test-containers compile-image image-attest
 
 # A localhost/ base is made here with debootstrap (no registry needed); any other is pulled by the build.
 base-image:
@@ -101,3 +101,12 @@ compile-image: $(STAMP) build/image.ref
 # watermark and the server's check): each trains its own models, so they stay out of `make test`.
 test-train-trust: $(STAMP)
 	MLSEC_TRAIN_TRUST=1 $(BIN)/python -m pytest -q tests/test_train_trust.py
+
+# The image's CycloneDX SBOM (from its own installed packages) and its signature with the model signing key over
+# the image digest: build/image.cdx.json, build/image.sig.json (the cluster gets it as ConfigMap mlsec-image-signature).
+SIGNING_KEY_DIR ?= .mlsec/keys
+image-attest: $(STAMP) build/image.ref
+	$(BIN)/python -c 'from pathlib import Path; from mlsec.sign.keys import ensure; ensure(Path("$(SIGNING_KEY_DIR)"))'
+	$(BIN)/python -m mlsec.imagesig sbom "$$(cat build/image.ref)" build/image.cdx.json
+	$(BIN)/python -m mlsec.imagesig sign "$$(cat build/image.ref)" build/image.cdx.json $(SIGNING_KEY_DIR)/signing.key build/image.sig.json
+	$(BIN)/python -m mlsec.imagesig verify "$$(cat build/image.ref)" build/image.sig.json $(SIGNING_KEY_DIR)/signing.pub build/image.cdx.json

@@ -153,3 +153,33 @@ def test_the_pipeline_in_containers_decides_as_in_process(tmp_path: Path) -> Non
     in_containers = _gate_rows(tmp_path / "containers", containers=True)
     assert [r[0] for r in in_containers] == ["data", "training", "signing", "promotion", "deployment"]
     assert _gate_rows(tmp_path / "process", containers=False) == in_containers
+
+
+def test_image_sbom_lists_the_images_packages_and_its_signature_verifies(image: str, tmp_path: Path) -> None:
+    from mlsec import imagesig
+    from mlsec.gates.attest import AttestationError
+    from mlsec.sign import keys
+
+    doc = imagesig.sbom(image, imagesig.image_packages(image))
+    text = json.dumps(doc)
+    imagesig.validate_sbom(text)
+    purls = {c["purl"].split("@")[0] for c in doc["components"]}
+    assert {"pkg:pypi/torch", "pkg:pypi/kfp", "pkg:pypi/mlsec", "pkg:deb/debian/python3"} <= purls
+    assert doc["metadata"]["component"]["version"] == image.split("@")[1]
+
+    pair = keys.create(tmp_path / "k")
+    other = keys.create(tmp_path / "other")
+    sbom_bytes = text.encode()
+    envelope = json.dumps(imagesig.sign(image, sbom_bytes, pair.private_key)).encode()
+    assert imagesig.verify(image, envelope, pair.public_key, sbom_bytes)["subject"][0]["digest"]["sha256"] in image
+    with pytest.raises(AttestationError):
+        imagesig.verify(image, envelope, other.public_key)
+    with pytest.raises(AttestationError, match="not sha256"):
+        imagesig.verify(image.split("@")[0] + "@sha256:" + "0" * 64, envelope, pair.public_key)
+    with pytest.raises(AttestationError, match="SBOM"):
+        imagesig.verify(image, envelope, pair.public_key, sbom_bytes + b" ")
+    # What the serve stage hands the deployment gate.
+    (tmp_path / "sig.json").write_bytes(envelope)
+    assert imagesig.signed_image(image, tmp_path / "sig.json", pair.public_key)["signature_verified"] is True
+    assert imagesig.signed_image(image, tmp_path / "sig.json", other.public_key)["signature_verified"] is False
+    assert imagesig.signed_image(image, None, pair.public_key)["signature_verified"] is False

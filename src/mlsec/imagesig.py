@@ -61,13 +61,14 @@ def sbom(image: str, packages: dict[str, list[list[str]]]) -> dict[str, Any]:
     bom = Bom()
     bom.metadata.component = Component(
         name=repo, version=digest, type=ComponentType.CONTAINER,
-        purl=PackageURL("oci", repo.rsplit("/", 1)[-1], digest, qualifiers={"repository_url": repo}))
+        purl=PackageURL(type="oci", name=repo.rsplit("/", 1)[-1], version=digest, qualifiers={"repository_url": repo}))
     for name, version in packages["python"]:
         bom.components.add(Component(name=name, version=version, type=ComponentType.LIBRARY,
                                      purl=PackageURL("pypi", None, name.lower(), version)))
     for name, version in packages["deb"]:
         bom.components.add(Component(name=name, version=version, type=ComponentType.LIBRARY,
                                      purl=PackageURL("deb", "debian", name, version)))
+    bom.register_dependency(bom.metadata.component, list(bom.components))  # the image contains them all
     return json.loads(JsonV1Dot5(bom).output_as_string())  # type: ignore[no-any-return]
 
 
