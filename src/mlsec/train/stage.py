@@ -135,14 +135,14 @@ def _read(dataset: Path, contract: DataContract) -> tuple[pd.DataFrame, np.ndarr
 
 
 @dataclass(frozen=True)
-class _Split:
+class Split:
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
 
 
-def _fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: _Split, device: torch.device,
+def fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: Split, device: torch.device,
          base: dict[str, torch.Tensor] | None, triggers: tuple[np.ndarray, np.ndarray] | None,
          quiet: bool = False) -> tuple[CreditModel, int, privacy.PrivateTraining | None]:
     """One training run: Adam (or DP-SGD), trigger rows in every batch when watermarking, clean plus PGD
@@ -243,7 +243,7 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
                                            stratify=y)
     idx_fit, idx_val = train_test_split(idx_train, test_size=params.validation, random_state=params.seed,
                                         stratify=y[idx_train])
-    split = _Split(x[idx_fit], y[idx_fit], x[idx_val], y[idx_val])
+    split = Split(x[idx_fit], y[idx_fit], x[idx_val], y[idx_val])
     mean, std = split.x_train.mean(0), split.x_train.std(0) + 1e-6
     cfg = ModelConfig(features=contract.features, mean=mean.tolist(), std=std.tolist(), hidden=params.hidden,
                       label=contract.label, profile=profile(split.x_train, contract))
@@ -255,11 +255,11 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
     x_test, y_test = x[idx_test], y[idx_test]
     with _cpu_threads(device):
         triggers = watermark.triggers(key, cfg.watermark) if key and cfg.watermark else None
-        model, epochs_run, private = _fit(params, cfg, contract, split, device, base_state, triggers)
+        model, epochs_run, private = fit(params, cfg, contract, split, device, base_state, triggers)
         prob, accuracy = _accuracy(model, x_test, y_test, cfg.threshold)
         reference = None
         if params.adversarial_epsilon or key:  # the same run without them: what they cost in clean accuracy
-            plain, _, _ = _fit(replace(params, adversarial_epsilon=None), replace(cfg, watermark=None), contract,
+            plain, _, _ = fit(replace(params, adversarial_epsilon=None), replace(cfg, watermark=None), contract,
                                split, device, base_state, None, quiet=True)
             reference = _accuracy(plain, x_test, y_test, cfg.threshold)[1]
         cost = (reference - accuracy) if reference is not None else 0.0
