@@ -27,7 +27,7 @@ def secure_pipeline(
     author: str = "pipeline",
     epochs: int = 30,
 ) -> None:
-    data = harden(ingest(source=source, contract=contract), data_source=True)
+    data = harden(ingest(source=source, contract=contract, model_name=model_name, stage=stage), data_source=True)
     data_gate = harden(gate(gate="data", environment=environment, evidence=data.outputs["evidence"]), gate_key=True)
     with dsl.If(data_gate.outputs["Output"] == "allow", name="data-allowed"):
         model = sized(gpu(harden(train(dataset=data.outputs["dataset"], contract=contract, model_name=model_name,

@@ -20,7 +20,7 @@ from mlsec.registry.seaweed import PIPELINE, LocalS3
 from mlsec.registry.store import Registry
 from mlsec.sign import keys
 
-from conftest import GateKeys, Signed, _authenticated
+from conftest import GateKeys, Signed, _authenticated, bucket_env
 from registry_support import chain_engine, promote
 
 
@@ -99,3 +99,38 @@ def test_a_planted_reference_is_not_believed(forgery: str, tmp_path: Path, s3_se
     got = reference.read(registry, "credit", "dev")
     assert got.profile is None and got.used.source == "none"
     assert "has no signed reference profile; none verifies" in got.used.detail
+
+
+def test_promote_stores_the_profile_a_signed_data_decision_judged(registry: Registry, signed: Signed,
+                                                                  gate_keys: GateKeys,
+                                                                  promoted: tuple[str, str]) -> None:
+    version, digest = promoted
+    data = signed.trained.data_evidence
+    # Evidence that no signed decision judged (here: its profile rewritten) is not stored.
+    assert data.poisoning.profile is not None
+    forged = data.model_copy(update={"poisoning": data.poisoning.model_copy(
+        update={"profile": data.poisoning.profile.model_copy(update={"label_rate": 0.02})})})
+    assert reference.store_accepted(registry, "credit", version, digest, forged, signed.attested,
+                                    gate_keys.signer("dev")) is None
+    assert reference.read(registry, "credit", "dev").profile is None
+    assert reference.store_accepted(registry, "credit", version, digest, data, signed.attested,
+                                    gate_keys.signer("dev")) is not None
+    got = reference.read(registry, "credit", "dev").profile
+    assert got is not None and got.sha256 == own_profile(signed).sha256
+
+
+def test_ingest_asks_the_registry_then_falls_back_to_the_shipped_reference(
+        monkeypatch: pytest.MonkeyPatch, s3_server: LocalS3, registry: Registry, signed: Signed,
+        gate_keys: GateKeys, promoted: tuple[str, str]) -> None:
+    for k, v in bucket_env(s3_server, registry.bucket).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MLSEC_GATE_TRUST_DIR", str(gate_keys.dir))
+    version, digest = promoted
+    fallback = reference.for_ingest("credit", "dev")
+    assert fallback.used.source == "shipped"
+    assert fallback.used.detail == f"credit_reference.json (credit@{version} (dev) has no signed reference profile)"
+    reference.store_accepted(registry, "credit", version, digest, signed.trained.data_evidence, signed.attested,
+                             gate_keys.signer("dev"))
+    got = reference.for_ingest("credit", "dev")
+    assert got.used.source == "registry" and got.profile is not None
+    assert got.profile.sha256 == own_profile(signed).sha256

@@ -15,10 +15,16 @@ from mlsec.fsutil import write_secret
 from mlsec.ingest import stage
 
 
-def run(source: str, contract: str, dataset_out: Path, evidence_out: Path) -> None:
+def run(source: str, contract: str, dataset_out: Path, evidence_out: Path, model_name: str = "",
+        stage_name: str = "dev") -> None:
+    """model_name: screen against the signed reference of the version `stage_name` follows (else the sample's)."""
+    from mlsec.registry.reference import for_ingest
+
     work = dataset_out.with_name(dataset_out.name + ".work")
     try:
-        result = stage.run(source, Path(contract) if contract else contract_path(), work, name="dataset")
+        reference = for_ingest(model_name, stage_name) if model_name else None
+        result = stage.run(source, Path(contract) if contract else contract_path(), work, name="dataset",
+                           reference=reference)
         if result.dataset is not None:
             os.replace(result.dataset, dataset_out)  # same directory: a rename, the 0600 file itself
         else:

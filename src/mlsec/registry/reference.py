@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from securesystemslib.signer import CryptoSigner
 
+from mlsec.config import Settings, policy_dir
 from mlsec.digest import canonical_json, sha256_bytes
-from mlsec.gates.attest import STATEMENT_TYPE, AttestationError, open_envelope, sign_statement
-from mlsec.ingest.profile import Reference, ReferenceProfile
+from mlsec.gates.attest import (
+    STATEMENT_TYPE, AttestationError, SignedDecision, gate_trust, open_envelope, sign_statement,
+)
+from mlsec.ingest.evidence import DataEvidence
+from mlsec.ingest.profile import Reference, ReferenceProfile, shipped
 from mlsec.registry import names
+from mlsec.registry.s3 import client_from_env
+from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -86,3 +93,37 @@ def read(registry: Registry, name: str, stage: str) -> Reference:
         return Reference.none(f"the registry's reference for {name}:{stage} cannot be read: {str(e)[:200]}")
     why = f"; none verifies ({problems[0]})" if problems else ""
     return Reference.none(f"{name}@{version} ({stage}) has no signed reference profile{why}")
+
+
+def store_accepted(registry: Registry, name: str, version: str, model_digest: str, evidence: DataEvidence,
+                   history: Sequence[SignedDecision], signer: CryptoSigner) -> str | None:
+    """Stores the profile the data evidence carries once a version is promoted, if that evidence is what a
+    signed, allowing data-gate decision judged (history: verified decisions); None, logged, otherwise."""
+    digest = sha256_bytes(canonical_json(evidence.model_dump(mode="json")))
+    judged = any(s.decision.gate == "data" and s.decision.allow and s.decision.evidence_sha256 == digest
+                 and s.decision.subject == evidence.subject.digest for s in history)
+    profile = evidence.poisoning.profile
+    if profile is None or not judged:
+        log.warning("registry: no reference profile stored for %s %s: %s", name, version,
+                    "the data evidence carries none" if profile is None else "no signed data decision judged it")
+        return None
+    return store(registry, name, version, model_digest, evidence.subject.digest, profile, signer)
+
+
+def for_ingest(name: str, stage: str) -> Reference:
+    """What the next ingest of model `name` screens against: the registry's signed reference for the version
+    `stage` follows, else the one the sample ships (with the registry's reason beside it)."""
+    settings = Settings()
+    try:
+        registry = Registry(client_from_env(), settings.s3_bucket, gates=gate_trust(settings.key_dir),
+                            stage_envs=governing_environments(policy_dir()))
+        found = read(registry, name, stage)
+    except Exception as e:  # noqa: BLE001 - a registry that cannot be asked is no registry reference
+        found = Reference.none(f"the registry cannot be asked ({type(e).__name__})")
+    if found.profile is not None:
+        return found
+    fallback = shipped()
+    if fallback.profile is None:
+        return Reference.none(f"{found.used.detail}; {fallback.used.detail}")
+    return Reference(fallback.profile, fallback.used.model_copy(
+        update={"detail": f"{fallback.used.detail} ({found.used.detail})"}))

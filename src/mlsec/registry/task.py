@@ -13,6 +13,7 @@ from mlsec.gates.attest import gate_trust, read_history, write_history
 from mlsec.gates.decision import GateDenied
 from mlsec.gates.task import audit_sinks, configured_engine, configured_signer
 from mlsec.ingest.evidence import DataEvidence
+from mlsec.registry import reference
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
@@ -38,9 +39,9 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     history = read_history(decisions, gate_trust(settings.key_dir))  # only decisions a trusted gate key signed
     trust = configured_trust(settings.key_dir)
     reg = registry_from_env()
+    data = read_evidence(DataEvidence, data_evidence)
     record = reg.register(model_name, signed, trust, evidence={
-        "data": read_evidence(DataEvidence, data_evidence),
-        "training": read_evidence(TrainingEvidence, training_evidence)}, decisions=history, author=author)
+        "data": data, "training": read_evidence(TrainingEvidence, training_evidence)}, decisions=history, author=author)
     promotion = reg.promote(model_name, record.version, stage, trust=trust, engine=configured_engine(settings),
                             environment=env, signer=configured_signer(settings, env),
                             author=author, audit=audit_sinks(settings), evidence_out=promotion_evidence_out)
@@ -49,6 +50,9 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     print(decision.summary(), flush=True)
     if not decision.allow:
         raise GateDenied(decision)
+    # The accepted dataset's profile, signed beside the model: the next ingest's reference (issue 12).
+    reference.store_accepted(reg, model_name, record.version, record.model_digest, data, history,
+                             configured_signer(settings, env))
     namespace = os.environ.get("MLSEC_NAMESPACE", "mlsec-serving")
     images: list[ImageSignature] = []
     if settings.deploy_target == "local":
