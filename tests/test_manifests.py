@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -382,3 +383,35 @@ def test_deployer_role_is_bound_to_the_serve_tasks_account_alone(env: str) -> No
     assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": "mlsec-deployer", "namespace": "kubeflow"}]
     account = next(o for o in _plain() if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "mlsec-deployer")
     assert account["metadata"]["namespace"] == "kubeflow" and account["automountServiceAccountToken"] is False
+
+
+def test_kind_up_dry_run_prints_every_step_and_generates_no_secret() -> None:
+    out = subprocess.run(["bash", str(REPO / "deploy" / "kind-up.sh"), "--dry-run"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    steps = out.stdout.splitlines()
+    assert all(s.startswith("+ ") for s in steps[:-3]), [s for s in steps[:-3] if not s.startswith("+ ")]
+    text = out.stdout
+    for step in ("kind create cluster --config kind-config.yaml", "projectcalico", "docker push localhost:5001/mlsec:",
+                 "kubectl apply -f manifests/deployer.yaml", "gatekeeper", "mlsec.imagesig sign", "helm upgrade"):
+        assert step in text, step
+    import kfp
+
+    assert f"ref={kfp.__version__}" in text.replace("\\", "")  # the KFP backend of the SDK's own release
+    assert "BEGIN" not in text and "MLSEC" not in text.replace("MLSEC_", "")  # no key or access key generated
+    if shutil.which("shellcheck"):
+        check = subprocess.run(["shellcheck", "deploy/kind-up.sh", "containers/base-image.sh"], cwd=REPO,
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+
+
+def test_kind_config_enforces_pod_security_and_a_networkpolicy_cni() -> None:
+    cfg = yaml.safe_load((REPO / "kind-config.yaml").read_text())
+    assert cfg["networking"]["disableDefaultCNI"] is True  # kindnet ignores NetworkPolicy; kind-up installs Calico
+    admission = yaml.safe_load((REPO / "deploy" / "pod-security.yaml").read_text())
+    pss = admission["plugins"][0]["configuration"]
+    assert pss["defaults"]["enforce"] in ("baseline", "restricted")
+    assert not {"mlsec-system", "mlsec-serving", "kubeflow"} & set(pss["exemptions"]["namespaces"])
+    mount = cfg["nodes"][0]["extraMounts"][0]
+    assert (REPO / mount["hostPath"]).resolve() == (REPO / "deploy" / "pod-security.yaml").resolve()
+    assert "admission-control-config-file: " + mount["containerPath"] in cfg["nodes"][0]["kubeadmConfigPatches"][0]

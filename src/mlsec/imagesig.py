@@ -44,10 +44,17 @@ def split_ref(image: str) -> tuple[str, str]:
 
 
 def image_packages(image: str) -> dict[str, list[list[str]]]:
-    from mlsec.containers import podman
+    """Runs the image itself, offline and unprivileged, to list what it holds; MLSEC_CONTAINER_ENGINE=docker
+    where the image lives in Docker's store (deploy/kind-up.sh) rather than this project's podman storage."""
+    import os
+    import subprocess
 
-    out = podman("run", "--rm", "--network=none", "--read-only", "--cap-drop=ALL", "--entrypoint", "python",
-                 image, "-c", _LIST_PACKAGES)
+    from mlsec.containers import CONTAINERS_ENV
+
+    engine = os.environ.get("MLSEC_CONTAINER_ENGINE", "podman")
+    out = subprocess.run([engine, "run", "--rm", "--network=none", "--read-only", "--cap-drop=ALL", "--entrypoint",
+                          "python", image, "-c", _LIST_PACKAGES], env={**os.environ, **CONTAINERS_ENV},
+                         check=True, capture_output=True, text=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
