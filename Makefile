@@ -92,7 +92,7 @@ demo-containers: $(STAMP) build/image.ref
 
 # Container tests (the image is built once and cached by podman's layers; a source change rebuilds one layer).
 test-containers: $(STAMP) image
-	$(BIN)/python -m pytest -q tests/test_containers.py
+	MLSEC_CONTAINER_TESTS=1 $(BIN)/python -m pytest -q tests/test_containers.py
 
 compile-image: $(STAMP) build/image.ref
 	$(BIN)/mlsec compile --image "$$(cat build/image.ref)" -o pipeline.yaml
