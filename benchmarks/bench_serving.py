@@ -1,7 +1,8 @@
 """Throughput and p50/p99 latency under concurrent load: the hardened server (auth, rate limit,
 validation, extraction and drift monitoring, audit log) beside the same model behind a bare
 KServe endpoint, in one run. Target (issue 5): p99 at most 1.2x the bare endpoint.
-    .venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--concurrency 4]
+--protocol v2 sends OIP binary tensors (tritonclient's default) instead of V1 JSON rows (issue 16).
+    .venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--concurrency 4] [--protocol v1|v2]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import requests
 
@@ -44,12 +46,21 @@ def _wait(url: str) -> None:
         raise TimeoutError(url)
 
 
-def load(url: str, headers: list[dict[str, str]], bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
-    def worker(chunk: list[bytes]) -> list[float]:
+def binary(row: list[float]) -> tuple[bytes, dict[str, str]]:
+    """One OIP binary tensor request, as tritonclient sends it: a JSON header, raw FP32 values, no Content-Type."""
+    raw = np.asarray([row], dtype="<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def load(url: str, path: str, headers: list[dict[str, str]], bodies: list[tuple[bytes, dict[str, str]]],
+         concurrency: int) -> tuple[float, list[float]]:
+    def worker(chunk: list[tuple[bytes, dict[str, str]]]) -> list[float]:
         s, out = requests.Session(), []
-        for i, body in enumerate(chunk):
+        for i, (body, extra) in enumerate(chunk):
             t = time.perf_counter()
-            r = s.post(f"{url}/v1/models/credit:predict", data=body, headers=headers[i % len(headers)], timeout=10)
+            r = s.post(f"{url}{path}", data=body, headers={**headers[i % len(headers)], **extra}, timeout=10)
             out.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200, r.text
         return out
@@ -65,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--protocol", choices=["v1", "v2"], default="v1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -76,7 +88,13 @@ def main() -> None:
         api_keys = [auth.create(root / "api-keys.json", f"client-{i}") for i in range(100)]
         features = load_contract(contract_path()).features
         rows = pd.read_csv(sample_dataset())[features].to_dict("records")
-        bodies = [json.dumps({"instances": [rows[i % len(rows)]]}).encode() for i in range(args.requests)]
+        bodies: list[tuple[bytes, dict[str, str]]]
+        if args.protocol == "v1":
+            path, bodies = "/v1/models/credit:predict", [(json.dumps({"instances": [rows[i % len(rows)]]}).encode(), {})
+                                                         for i in range(args.requests)]
+        else:
+            path, bodies = "/v2/models/credit/infer", [binary([rows[i % len(rows)][f] for f in features])
+                                                       for i in range(args.requests)]
         bare_port, guarded_port = free_port(), free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bundle), str(pair.public_key), str(bare_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,18 +105,20 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             results = {}
-            json_only = [{"Content-Type": "application/json"}]
-            with_keys = [{"Content-Type": "application/json", "Authorization": f"Bearer {k}"} for k in api_keys]
+            # Binary bodies go without a Content-Type to the guard (as tritonclient sends them); bare kserve needs one.
+            media = {"Content-Type": "application/json" if args.protocol == "v1" else "application/octet-stream"}
+            json_only = [media]
+            with_keys = [{**(media if args.protocol == "v1" else {}), "Authorization": f"Bearer {k}"} for k in api_keys]
             for name, port, headers in (("bare", bare_port, json_only), ("guarded", guarded_port, with_keys)):
                 url = f"http://127.0.0.1:{port}"
                 _wait(url)
-                load(url, headers, bodies[:200], args.concurrency)  # warm up
-                results[name] = load(url, headers, bodies, args.concurrency)
+                load(url, path, headers, bodies[:200], args.concurrency)  # warm up
+                results[name] = load(url, path, headers, bodies, args.concurrency)
         finally:
             for p in (bare, guarded):
                 p.terminate()
                 p.wait(timeout=15)
-    print(f"{args.requests} requests, {args.concurrency} concurrent clients, one instance each")
+    print(f"{args.requests} {args.protocol} requests, {args.concurrency} concurrent clients, one instance each")
     for name, (rps, lat) in results.items():
         q = statistics.quantiles(lat, n=100)
         print(f"{name:<8} {rps:8.1f} req/s   p50 {q[49]:7.2f} ms   p99 {q[98]:7.2f} ms")

@@ -33,7 +33,7 @@ ROWS = 5
 def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("oip")
     bob = auth.create(tmp / "keys.json", "bob", ["fraud"])  # a valid key, for another model
-    running = start(tmp, signed.bundle, key_pair.public_key, ["alice", "kserve"], rate="1000/second")
+    running = start(tmp, signed.bundle, key_pair.public_key, ["alice", "kserve", "sweeper"], rate="1000/second")
     running.keys["bob"] = bob
     yield running
     running.stop()
@@ -235,6 +235,7 @@ def _hostile(rows: np.ndarray) -> list[tuple[str, bytes, dict[str, str], int, st
     binary(400, "binary_data_size must be a non-negative integer", _tensor(good, size=-4))
     binary(400, "must be a number", _tensor(good), length="12abc")
     binary(400, "must be a number", _tensor(good), length="9" * 40)
+    binary(400, "must be a number", _tensor(good), length="\xb2")  # a digit to str.isdigit(), not to int()
     binary(400, "between 1 and the body's length", _tensor(good), length="99999999")
     binary(400, "between 1 and the body's length", _tensor(good), length="0")
     binary(400, "not valid UTF-8 JSON", _tensor(good), length="5")  # a header cut mid-JSON
@@ -355,6 +356,19 @@ def test_lying_lengths_over_raw_sockets(srv: Running, rows: np.ndarray) -> None:
     status, doc = post(srv.connect(), V1, {"instances": rows.tolist()}, srv.keys["alice"])  # still serving
     assert status == 200, doc
     assert "Traceback" not in srv.log.read_text()
+
+
+def test_a_binary_tensor_sweep_is_flagged_like_a_json_one(srv: Running) -> None:
+    import tritonclient.http as triton
+
+    client = _triton(srv)
+    rng = np.random.default_rng(5)
+    for _ in range(2):  # judged from 100 rows on (ExtractionMonitor.min_queries)
+        sweep = rng.uniform([18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1], size=(60, 6)).astype(np.float32)
+        tensor = triton.InferInput("input", list(sweep.shape), "FP32").set_data_from_numpy(sweep)
+        client.infer("credit", [tensor], headers=_auth(srv, "sweeper"))
+    flagged = srv.wait_audit(client="sweeper", status=200)
+    assert any("input-space sweep" in e.get("flagged", "") for e in flagged), flagged[-1:]
 
 
 def test_metadata_is_rate_limited_and_audited_in_process(signed: Signed, capsys: pytest.CaptureFixture[str]) -> None:

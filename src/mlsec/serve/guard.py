@@ -20,6 +20,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge, Histogram
 
+from mlsec.incident import Blocklist
 from mlsec.serve import inputs, oip
 from mlsec.serve.auth import ApiKeys, Lockout
 from mlsec.serve.monitor import DriftMonitor, ExtractionMonitor
@@ -49,6 +50,7 @@ class GuardConfig:
     max_bad_keys: int = 20  # failed authentications per source address within bad_key_window_s ...
     bad_key_window_s: float = 60.0
     lockout_s: float = 300.0  # ... before the address is locked out for this long
+    blocklist: Path | None = None  # clients refused from the next request on (mlsec incident block-client)
 
 
 class Guard:
@@ -64,13 +66,15 @@ class Guard:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.lockout = Lockout(settings.max_bad_keys, settings.bad_key_window_s, settings.lockout_s)
+        self.blocklist = Blocklist(Path(settings.blocklist)) if settings.blocklist else None
         # Probes and the server's own metadata are public; what describes the model needs its key (docs/serving.md).
         self.public = {("GET", p) for p in ("/", "/metrics", "/v1/models", f"/v1/models/{model}",
                                              "/v2/health/live", "/v2/health/ready", f"/v2/models/{model}/ready")}
-        versioned = f"/v2/models/{model}/versions/{version}"
         self.infer = {("POST", f"/v1/models/{model}:predict"): "v1", ("POST", f"/v2/models/{model}/infer"): "v2",
-                      ("POST", f"{versioned}/infer"): "v2", ("GET", f"/v2/models/{model}"): "metadata",
-                      ("GET", versioned): "metadata", ("GET", "/openapi.json"): "openapi"}
+                      ("GET", f"/v2/models/{model}"): "metadata", ("GET", "/openapi.json"): "openapi"}
+        if version:  # OIP's versioned routes, for the signed digest only
+            versioned = f"/v2/models/{model}/versions/{version}"
+            self.infer |= {("POST", f"{versioned}/infer"): "v2", ("GET", versioned): "metadata"}
         self.documents = {"metadata": oip.model_metadata(model, version, cfg), "openapi": spec(model, cfg, version)}
         self.server_metadata = oip.server_metadata()
         self._audit_file = settings.audit_log.open("a", buffering=1) if settings.audit_log else None
@@ -121,6 +125,9 @@ class Guard:
                 await refuse(401, "unauthenticated", "missing or invalid API key", {"www-authenticate": "Bearer"})
                 return
             client = who.id
+            if self.blocklist is not None and self.blocklist.blocked(client):
+                await refuse(403, "blocked", "this client is blocked")
+                return
             if not who.may_use(self.model):
                 await refuse(403, "forbidden", f"this key is not allowed to use model {self.model!r}")
                 return

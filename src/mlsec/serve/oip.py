@@ -98,7 +98,7 @@ def decode(body: bytes, kind: str, headers: Mapping[str, str], protocol: str, mo
     raw = b""
     if kind == "binary":
         declared = headers[BINARY_HEADER].strip()
-        if not declared.isdigit() or len(declared) > 18:
+        if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:  # "²".isdigit() is True
             raise BadRequest(f"{BINARY_HEADER} must be a number")
         if not 0 < int(declared) <= len(body):
             raise BadRequest(f"{BINARY_HEADER} must be between 1 and the body's length ({len(body)})")
