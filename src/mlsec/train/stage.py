@@ -206,7 +206,8 @@ def fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: Sp
             stale += 1
             if stale >= params.patience:
                 if not quiet:
-                    log.info("train: early stop after epoch %d (best validation loss %.4f)", epochs_run, best)
+                    log.info("train: epoch %d/%d: early stop (best validation loss %.4f)", epochs_run, params.epochs,
+                             best)
                 break
     if private:
         private.close()
@@ -263,8 +264,6 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
                                split, device, base_state, None, quiet=True)
             reference = _accuracy(plain, x_test, y_test, cfg.threshold)[1]
         cost = (reference - accuracy) if reference is not None else 0.0
-        log.info("train: accuracy %.3f AUC %.3f%s", accuracy, roc_auc_score(y_test, prob),
-                 f" (plain model {reference:.3f})" if reference is not None else "")
         pred = (prob >= cfg.threshold).astype(int)
         fair = None
         if contract.protected_attribute and contract.protected_attribute in df.columns:
@@ -306,6 +305,8 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
                         duration_s=time.perf_counter() - started),
     )
     pgd = ", ".join(f"PGD@{a.epsilon:g} {a.accuracy:.3f}" for a in robust.attacks if a.attack == "pgd")
-    log.info("train: robust accuracy %s; membership AUC %s", pgd,
+    log.info("train: accuracy %.3f AUC %.3f%s; robust accuracy %s; membership-inference AUC %s",
+             evidence.metrics.accuracy, evidence.metrics.auc,
+             f" (plain model {reference:.3f})" if reference is not None else "", pgd,
              ", ".join(f"{m.attack} {m.auc:.3f}" for m in priv.membership))
     return TrainResult(model_dir=out_dir, evidence=evidence)
