@@ -137,6 +137,18 @@ def test_T02_undeclared_pii_in_a_free_text_column_stops_at_the_data_gate(
     assert not decision.allow and any("undeclared PII" in r for r in decision.deny), decision.deny
 
 
+def test_T02_unmasked_pii_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          engine: InProcessEngine) -> None:
+    """Masking misses (a bug, or values shaped to slip past it): the stage's own re-check of the protected
+    frame must still keep the raw PII out of every file it writes, and the data gate denies."""
+    monkeypatch.setattr(stage, "protect", lambda df, contract, tokenizer=None: df)
+    (tmp_path / "out").mkdir()
+    result = stage.run(str(sample_dataset()), contract_path(), tmp_path / "out")
+    decision = evaluate("data", result.evidence, environment="dev", engine=engine)
+    assert result.dataset is None and not (tmp_path / "out" / "data.csv").exists()
+    assert not decision.allow and any("raw PII" in r for r in decision.deny), decision.deny
+
+
 def test_T07_registry_refuses_a_bucket_without_versioning_and_object_lock(s3_server) -> None:  # type: ignore[no-untyped-def]
     """Whoever sets up storage points the registry at a plain bucket, where every record could be
     overwritten or deleted: the registry refuses to work in it."""

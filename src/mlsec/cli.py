@@ -115,8 +115,10 @@ def _serve(args: argparse.Namespace) -> int:
     audit = None if args.audit_log == "-" else Path(args.audit_log or settings.home / "serve" / f"{args.name}-requests.jsonl")
     if audit:
         audit.parent.mkdir(parents=True, exist_ok=True)
+    from mlsec.incident import blocklist_path
+
     guard = GuardConfig(max_body_bytes=args.max_body, rate=args.rate, flagged_rate=args.flagged_rate,
-                        audit_log=audit)
+                        audit_log=audit, blocklist=Path(args.blocklist) if args.blocklist else blocklist_path(settings.home))
     serve(args.name, bundle, trust, host=args.host, port=args.port, api_keys=api_keys, guard=guard,
           expected_digest=args.digest, precision=args.precision)
     return 0
@@ -414,15 +416,6 @@ def _registry_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if decision.allow else 1
 
 
-def _threats(args: argparse.Namespace) -> int:
-    from mlsec.threatmodel.model import load
-
-    for t in sorted(load(), key=lambda t: -t.dread.score):
-        print(f"{t.id} {t.dread.score:4.1f}  {t.stage:<9} {'/'.join(t.stride):<28} {','.join(t.atlas):<24} {t.title}")
-        print(f"    control: {t.control}  ({len(t.tests)} tests)")
-    return 0
-
-
 def _sample(args: argparse.Namespace) -> int:
     from mlsec.ingest import sample
 
@@ -469,6 +462,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--api-keys", help="hashed API keys JSON (default: MLSEC_API_KEYS_FILE or .mlsec/serve/api-keys.json)")
     v.add_argument("--rate", default=os.environ.get("MLSEC_RATE_LIMIT", "50/second"), help="per-client limit")
     v.add_argument("--flagged-rate", default="1/second", help="limit for clients flagged for extraction")
+    v.add_argument("--blocklist", help="clients to refuse, reread on change (default: MLSEC_HOME/serve/blocklist.json;"
+                   " mlsec incident block-client writes it)")
     v.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes")
     v.add_argument("--precision", type=int, default=2, help="decimals of the returned probability")
     v.add_argument("--audit-log", help="request audit log, '-' for stdout (default: .mlsec/serve/<name>-requests.jsonl)")
@@ -571,8 +566,12 @@ def parser() -> argparse.ArgumentParser:
     rpl.add_argument("-o", "--output", required=True)
     reg.set_defaults(func=_registry)
 
-    th = sub.add_parser("threats", help="the threat model: threats by DREAD score, controls and their tests")
-    th.set_defaults(func=_threats)
+    from mlsec.threatmodel import commands as threat_commands
+
+    threat_commands.add_parser(sub)
+    from mlsec import incident
+
+    incident.add_parser(sub)
 
     sm = sub.add_parser("sample", help="regenerate the synthetic sample dataset")
     sm.add_argument("-o", "--output", default="data/credit_sample.csv")

@@ -52,3 +52,19 @@ def api_keys_unchecked(self: Any, entries: dict[str, dict[str, Any]]) -> None:
     from mlsec.serve.auth import Client
 
     self._by_hash = {e["hash"]: Client(c, frozenset(e["models"])) for c, e in entries.items()}
+
+
+def open_unverified(envelope: Any, keys: Any) -> dict[str, Any]:
+    """mlsec.gates.attest:open_envelope without the signature check."""
+    from mlsec.gates.attest import peek
+
+    return peek(envelope)
+
+
+def score_full_precision(self: Any, rows: list[list[float]]) -> tuple[list[int], list[float]]:
+    """mlsec.serve.model:SignedModel._score without rounding the probability."""
+    import torch
+
+    with torch.no_grad():
+        prob = torch.sigmoid(self.net(torch.tensor(rows, dtype=torch.float32))).tolist()
+    return [int(p >= self.cfg.threshold) for p in prob], prob
