@@ -225,3 +225,13 @@ def test_unreadable_shipped_reference_is_no_reference(tmp_path: Path, monkeypatc
     monkeypatch.setenv("MLSEC_REFERENCE", str(bad))
     ref = profile.shipped()
     assert ref.profile is None and ref.used.source == "none" and "ref.json is unreadable" in ref.used.detail
+
+
+def test_gaps_in_a_feature_are_screened_not_a_crash(contract: DataContract, reference: profile.Reference) -> None:
+    """A contract may allow a nullable feature; the isolation forest and the neighbour search take no NaN."""
+    df = sample.generate(500, 3)
+    df["income"] = df["income"].astype(float)
+    df.loc[::7, "income"] = np.nan
+    p = screen(df, contract, reference)
+    assert p.screened and 0 < p.outlier_share < 1
+    assert next(d for d in p.drift if d.feature == "income" and d.group == "all").ks < 0.2

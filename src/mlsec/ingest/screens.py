@@ -262,7 +262,8 @@ def _screen(x: pd.DataFrame, y: np.ndarray, rows: pd.DataFrame, groups: np.ndarr
         label_issues=label_issues(x, y),
         triggers=triggers(x, y, ref) if ref is not None else [],
         duplicate_share=_r(rows.duplicated().mean()) if len(rows) else 0.0,
-        near_duplicate_share=_r(near_duplicate_share(x)),
-        outlier_share=_r(outlier_share(x)),
+        # A nullable feature's gaps as its median: neither screen takes NaN.
+        near_duplicate_share=_r(near_duplicate_share(x.fillna(x.median()).fillna(0.0))),
+        outlier_share=_r(outlier_share(x.fillna(x.median()).fillna(0.0))),
     )
 
