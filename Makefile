@@ -110,3 +110,10 @@ image-attest: $(STAMP) build/image.ref
 	$(BIN)/python -m mlsec.imagesig sbom "$$(cat build/image.ref)" build/image.cdx.json
 	$(BIN)/python -m mlsec.imagesig sign "$$(cat build/image.ref)" build/image.cdx.json $(SIGNING_KEY_DIR)/signing.key build/image.sig.json
 	$(BIN)/python -m mlsec.imagesig verify "$$(cat build/image.ref)" build/image.sig.json $(SIGNING_KEY_DIR)/signing.pub build/image.cdx.json
+
+# Cost as the registry, audit log and models grow (issue 17): ~30 min on 2 cores; --quick in ~5.
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
+
+bench-scale-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py --quick
