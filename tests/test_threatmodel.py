@@ -90,3 +90,19 @@ def test_a_proof_fails_when_the_linked_test_does_not_notice() -> None:
     t = next(t for t, c in REGO_CONTROLS)
     unrelated = t.controls[0].model_copy(update={"tests": ["policies/data_test.rego::test_good_dataset_allowed"]})
     assert not proof.prove_rego(t, unrelated).proven
+
+
+def test_committed_report_matches_the_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """docs/threat-report is what `mlsec threats report` writes from threats.yaml today (regenerate it with
+    `mlsec threats report -o docs/threat-report` after editing the model)."""
+    from mlsec.threatmodel.report import write
+
+    for fresh in write(MODEL, tmp_path):
+        committed = proof.REPO / "docs" / "threat-report" / fresh.name
+        assert committed.read_text() == fresh.read_text(), f"{committed} is stale"
+    md = (tmp_path / "threats.md").read_text()
+    open_ids = [t.id for t in MODEL.threats if t.status == "open"]
+    first_rows = re.findall(r"^\| (T\d\d) \|", md.split("## Threats, open first")[1], re.M)
+    assert first_rows[:len(open_ids)] == [t.id for t in MODEL.ranked()][:len(open_ids)]
+    assert set(first_rows[:len(open_ids)]) == set(open_ids)
+    assert "### Gaps" in md and "Coverage:" in md
