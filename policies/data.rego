@@ -162,7 +162,7 @@ deny contains msg if {
 	some s in poison.label_shift
 	s.p_value < cfg.label_shift_alpha
 	abs(s.rate - s.reference_rate) > cfg.max_label_shift
-	msg := sprintf("label rate of %v rows is %v against the reference's %v (z=%v, p=%v; allowed: %v apart, or p >= %v): possible label flipping", [s.group, num3(s.rate), num3(s.reference_rate), num3(s.z), s.p_value, cfg.max_label_shift, cfg.label_shift_alpha])
+	msg := sprintf("label rate of %v rows is %v against the reference's %v (z=%v, p=%v; allowed: %v apart, or a p of at least %v): possible label flipping", [s.group, num3(s.rate), num3(s.reference_rate), num3(s.z), s.p_value, cfg.max_label_shift, cfg.label_shift_alpha])
 }
 
 deny contains msg if {

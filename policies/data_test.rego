@@ -250,3 +250,59 @@ test_missing_reference_entry_counts_as_none if {
 	ev := object.union(object.remove(good, ["poisoning"]), {"poisoning": object.remove(good.poisoning, ["reference"])})
 	"no reference profile to screen the dataset against: the evidence names none" in decide(ev, "prod").deny
 }
+
+# -- boundaries and guards of the older rules ----------------------------------------------------------
+test_row_count_boundaries if {
+	allowed(object.union(good, {"rows": cfg.min_rows}))
+	screens_denied(object.union(good, {"rows": cfg.min_rows - 1}), "below minimum")
+	allowed(object.union(good, {"rows": cfg.max_rows}))
+	screens_denied(object.union(good, {"rows": cfg.max_rows + 1}), "above maximum")
+}
+
+test_label_rate_boundaries if {
+	allowed(with_poison({"label_rate": cfg.min_label_rate}))
+	screens_denied(with_poison({"label_rate": cfg.min_label_rate - 0.001}), "label rate 0.019 outside")
+	allowed(with_poison({"label_rate": cfg.max_label_rate}))
+	screens_denied(with_poison({"label_rate": cfg.max_label_rate + 0.001}), "label rate 0.981 outside")
+}
+
+# errors that are not a list measure nothing: no figure is judged as if ingest had got that far.
+test_errors_not_a_list_measure_nothing if {
+	d := decide(object.union(good, {"errors": "", "rows": 10}), "dev")
+	"evidence field errors is not a list" in d.deny
+	every msg in d.deny { not contains(msg, "below minimum") }
+}
+
+test_error_entry_fields_must_be_strings if {
+	screens_denied(object.union(good, {"errors": [{"code": 5, "message": "m"}]}), "ingest failed: malformed error entry")
+	screens_denied(object.union(good, {"errors": [{"code": "empty", "message": 5}]}), "ingest failed: malformed error entry")
+}
+
+test_contract_rules_need_a_failed_contract if {
+	allowed(object.union(good, {"contract": {"passed": true, "failures": ["age: out of range"]}}))
+	d := decide(object.union(good, {"contract": {"passed": false, "failures": ["age: out of range"]}}), "dev")
+	every msg in d.deny { not contains(msg, "without naming a failure") }
+}
+
+test_pii_location_picks_the_message if {
+	header := {"column": "#3", "kind": "email", "matches": 1, "location": "header"}
+	every msg in decide(object.union(good, {"pii": {"undeclared_findings": [header]}}), "dev").deny {
+		not contains(msg, "holds undeclared PII")
+	}
+	values := {"column": "#3", "kind": "email", "matches": 1, "location": "values"}
+	every msg in decide(object.union(good, {"pii": {"undeclared_findings": [values]}}), "dev").deny {
+		not contains(msg, "the header of column")
+	}
+}
+
+# Ingest errors with a contract that passed: no dataset, so no screens and no complaint about them.
+test_failed_ingest_is_not_asked_for_screens if {
+	ev := object.union(unscreened, {"errors": [{"code": "internal", "message": "boom"}]})
+	every msg in decide(ev, "dev").deny { not contains(msg, "screens did not run") }
+}
+
+test_unscreened_data_has_no_reference_complaint if {
+	d := decide(unscreened, "prod")
+	every msg in d.deny { not contains(msg, "no reference profile") }
+	every msg in decide(unscreened, "dev").warn { not contains(msg, "no reference profile") }
+}
