@@ -143,8 +143,8 @@ class Split:
 
 
 def fit(params: TrainParams, cfg: ModelConfig, contract: DataContract, split: Split, device: torch.device,
-         base: dict[str, torch.Tensor] | None, triggers: tuple[np.ndarray, np.ndarray] | None,
-         quiet: bool = False) -> tuple[CreditModel, int, privacy.PrivateTraining | None]:
+        base: dict[str, torch.Tensor] | None, triggers: tuple[np.ndarray, np.ndarray] | None,
+        quiet: bool = False) -> tuple[CreditModel, int, privacy.PrivateTraining | None]:
     """One training run: Adam (or DP-SGD), trigger rows in every batch when watermarking, clean plus PGD
     loss when adversarially training; unless patience is None, stops when the validation loss has not
     improved for `patience` epochs and keeps the best epoch's weights."""
@@ -261,7 +261,7 @@ def run(dataset: Path, contract: DataContract, out_dir: Path, name: str, params:
         reference = None
         if params.adversarial_epsilon or key:  # the same run without them: what they cost in clean accuracy
             plain, _, _ = fit(replace(params, adversarial_epsilon=None), replace(cfg, watermark=None), contract,
-                               split, device, base_state, None, quiet=True)
+                              split, device, base_state, None, quiet=True)
             reference = _accuracy(plain, x_test, y_test, cfg.threshold)[1]
         cost = (reference - accuracy) if reference is not None else 0.0
         pred = (prob >= cfg.threshold).astype(int)
