@@ -42,11 +42,10 @@ MIN_SCORE = 0.5
 # presidio's regexes are not linear-time: longer cells get the linear patterns only (cells over the
 # contract's max_cell_chars are a deny anyway).
 MAX_ANALYZED_CHARS = 4096
-# A plain number with at most 8 integer and 12 fraction digits holds none of the kinds above (the
-# shortest, a phone number, needs 10 digits; a card's 13 cannot fit in the fraction).
-_PLAIN_NUMBER = r"^-?\d{1,8}(?:\.\d{1,12})?$"
-# Every kind needs a digit, except an e-mail ('@') and an IPv6 address (':').
-_MAYBE = r"[0-9@:]"
+# Values that hold none of the kinds above: a plain number with at most 8 integer and 12 fraction
+# digits (the shortest kind, a phone number, needs 10 digits; a card's 13 cannot fit in the fraction),
+# or text with no digit, '@' (e-mail) or ':' (IPv6). One RE2 pass over the column finds them.
+_CANNOT_HOLD_PII = r"^(?:-?\d{1,8}(?:\.\d{1,12})?|[^0-9@:]*)$"
 
 
 @lru_cache(maxsize=1)
@@ -100,13 +99,14 @@ def kinds(text: str, header: str = "") -> set[str]:
 
 
 def _candidates(series: pd.Series) -> pd.Series:
-    """The values that could hold PII at all, cut down by two vectorised regex passes."""
-    text = series.dropna()
-    if text.empty:
-        return text
-    arr = pa.array(text.astype(str).to_numpy(dtype=object), type=pa.large_string())
-    keep = pc.and_(pc.match_substring_regex(arr, _MAYBE), pc.invert(pc.match_substring_regex(arr, _PLAIN_NUMBER)))
-    return text[keep.to_numpy(zero_copy_only=False)].astype(str)
+    """The values that could hold PII at all, cut down by one vectorised regex pass (nulls never are)."""
+    try:
+        arr = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str (a typed or masked column): its text
+        arr = pa.array(series.astype(str).where(series.notna()).to_numpy(dtype=object), type=pa.large_string(),
+                       from_pandas=True)
+    keep = pc.invert(pc.match_substring_regex(arr, _CANNOT_HOLD_PII)).fill_null(False)
+    return series[keep.to_numpy(zero_copy_only=False)].astype(str)
 
 
 def scan(series: pd.Series, header: str = "") -> dict[str, int]:
@@ -157,14 +157,15 @@ class Tokenizer:
         return "tok_" + digest.translate(self._LETTERS).decode()
 
 
-def _mask_value(kind: PiiKind, value: str) -> str:
+def _mask(kind: PiiKind, values: pd.Series) -> pd.Series:
+    text = values.astype(str)
     if kind == "zip":
-        return value[:3] + "XX"  # 3-digit ZIP prefix: the usual generalisation
+        return text.str[:3] + "XX"  # 3-digit ZIP prefix: the usual generalisation
     if kind == "email":
-        return "***@" + value.split("@")[-1]
+        return "***@" + text.str.rsplit("@", n=1).str[-1]
     if kind in {"ssn", "phone", "credit_card", "iban"}:
-        return "***" + re.sub(r"\D", "", value)[-4:]
-    return value[:1] + "***"
+        return "***" + text.str.replace(r"\D", "", regex=True).str[-4:]
+    return text.str[:1] + "***"
 
 
 def undeclared_findings(cells: pd.DataFrame, contract: DataContract) -> list[PiiFinding]:
@@ -194,9 +195,10 @@ def protect(df: pd.DataFrame, contract: DataContract, tokenizer: Tokenizer | Non
         elif pii.action == "tokenize":
             if tokenizer is None:
                 raise IngestFailure("token_key_missing", f"column {col} is to be tokenized and no key was loaded")
-            out[col] = out[col].map(tokenizer.token, na_action="ignore")
+            tokens = {v: tokenizer.token(str(v)) for v in out[col].dropna().unique()}  # each value once
+            out[col] = out[col].map(tokens)
         else:
-            out[col] = out[col].astype(str).map(lambda v, k=pii.kind: _mask_value(k, v))
+            out[col] = _mask(pii.kind, out[col])
     return out
 
 
