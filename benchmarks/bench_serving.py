@@ -41,9 +41,9 @@ BoundModelServer("127.0.0.1", http_port=int(sys.argv[3]), workers=1, enable_grpc
 """
 
 
-def _wait(url: str) -> None:
-    if not wait_ready(url, "credit", 60):
-        raise TimeoutError(url)
+def _wait(url: str, log: Path) -> None:
+    if not wait_ready(url, "credit", 180):  # a loaded machine takes a while to import torch and kserve
+        raise TimeoutError(f"{url} not ready; its log ends:\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def binary(row: list[float]) -> tuple[bytes, dict[str, str]]:
@@ -97,12 +97,12 @@ def main() -> None:
                                                        for i in range(args.requests)]
         bare_port, guarded_port = free_port(), free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bundle), str(pair.public_key), str(bare_port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=(root / "bare.log").open("wb"), stderr=subprocess.STDOUT)
         guarded = subprocess.Popen([sys.executable, "-m", "mlsec.cli", "serve", "--name", "credit", "--bundle", str(bundle),
                                     "--public-key", str(pair.public_key), "--port", str(guarded_port),
                                     "--api-keys", str(root / "api-keys.json"), "--rate", "100000/second",
                                     "--audit-log", str(root / "requests.jsonl")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=(root / "guarded.log").open("wb"), stderr=subprocess.STDOUT)
         try:
             results = {}
             # Binary bodies go without a Content-Type to the guard (as tritonclient sends them); bare kserve needs one.
@@ -111,7 +111,7 @@ def main() -> None:
             with_keys = [{**(media if args.protocol == "v1" else {}), "Authorization": f"Bearer {k}"} for k in api_keys]
             for name, port, headers in (("bare", bare_port, json_only), ("guarded", guarded_port, with_keys)):
                 url = f"http://127.0.0.1:{port}"
-                _wait(url)
+                _wait(url, root / f"{name}.log")
                 load(url, path, headers, bodies[:200], args.concurrency)  # warm up
                 results[name] = load(url, path, headers, bodies, args.concurrency)
         finally:
