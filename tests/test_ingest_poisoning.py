@@ -235,3 +235,10 @@ def test_gaps_in_a_feature_are_screened_not_a_crash(contract: DataContract, refe
     p = screen(df, contract, reference)
     assert p.screened and 0 < p.outlier_share < 1
     assert next(d for d in p.drift if d.feature == "income" and d.group == "all").ks < 0.2
+
+
+@pytest.mark.parametrize("rows", [0, 1, 12])
+def test_tiny_datasets_are_screened_not_a_crash(rows: int, contract: DataContract, reference: profile.Reference) -> None:
+    """Too few rows to fold or to profile: figures where they mean something, and the row bound denies."""
+    p = screen(sample.generate(50, 3).head(rows), contract, reference)
+    assert p.screened and p.label_issues == [] and (p.profile is None) == (rows == 0)

@@ -249,7 +249,7 @@ def screen(df: pd.DataFrame, contract: DataContract, reference: Reference) -> Po
     log.info("ingest: poisoning screens over %d rows (reference: %s)", len(df), used.source)
     with threadpool_limits(1):  # one thread each: on a shared node, oversubscribed threads cost more than they give
         result = _screen(x, y, df[cols], groups, conflicts, ref if comparable else None, used)
-    return result.model_copy(update={"profile": build(df, contract)})
+    return result.model_copy(update={"profile": build(df, contract) if len(df) else None})
 
 
 def _screen(x: pd.DataFrame, y: np.ndarray, rows: pd.DataFrame, groups: np.ndarray | None, conflicts: int,
