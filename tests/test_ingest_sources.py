@@ -321,3 +321,35 @@ def test_a_dataset_provenance_about_another_dataset_is_not_signed(tmp_path: Path
     failed = stage.run(str(tmp_path / "in" / "missing.csv"), contract_path(), tmp_path / "w").evidence
     with pytest.raises(ValueError, match="describes no written dataset"):
         provenance.statement(failed)
+
+
+def test_each_check_on_the_carried_dataset_provenance_holds(
+        tmp_path: Path, sample: pd.DataFrame, key_pair: keys.KeyPair, other_key_pair: keys.KeyPair,
+        engine: InProcessEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model provenances re-signed with the trusted key, each carrying a wrong dataset provenance: one signed
+    by another key, one changed after it was named, one about another dataset."""
+    bundle, _, _ = _signed_run(tmp_path, sample, key_pair, engine, monkeypatch)
+    att = bundle / signing.ATTESTATION
+    stmt = json.loads(base64.b64decode(json.loads(att.read_text())["payload"]))
+    build = stmt["predicate"]["buildDefinition"]
+    inner = build["internalParameters"]["datasetProvenance"]
+    inner_stmt = json.loads(base64.b64decode(inner["payload"]))
+
+    def resign(doc: dict[str, Any], named: dict[str, Any] | None = None) -> None:
+        build["internalParameters"]["datasetProvenance"] = doc
+        dep = next(d for d in build["resolvedDependencies"] if d.get("annotations", {}).get("role") == "dataset-provenance")
+        dep["digest"]["sha256"] = provenance.document_digest(named or doc)
+        signing.as_signing(key_pair).sign_attestation(stmt, att)
+
+    resign(signing.as_signing(other_key_pair).sign_document(inner_stmt))
+    with pytest.raises(ValueError, match="does not verify with the trusted key"):
+        signing.verify(bundle, key_pair.public_key)
+    resign({**inner, "signatures": []}, named=inner)
+    with pytest.raises(ValueError, match="the dataset provenance carried is .*, not the .* named"):
+        signing.verify(bundle, key_pair.public_key)
+    elsewhere = {**inner_stmt, "subject": [{"name": "data.csv", "digest": {"sha256": "c" * 64}}]}
+    resign(signing.as_signing(key_pair).sign_document(elsewhere))
+    with pytest.raises(ValueError, match="the dataset provenance is about c+, not the dataset"):
+        signing.verify(bundle, key_pair.public_key)
+    resign(inner)  # the control: the genuine one, re-signed the same way, verifies
+    assert signing.verify(bundle, key_pair.public_key).attestation.dataset_provenance == inner
