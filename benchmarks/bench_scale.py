@@ -160,53 +160,69 @@ def bench_registry(t: Table, root: Path, srv: LocalS3, engine: InProcessEngine, 
     gate_dir.mkdir(parents=True)
     for env in ("dev", "staging", "prod", "audit"):
         create_key(gate_dir / f"{env}.key")
-    reg = Registry(srv.client("admin"), "bench-scale", retention_days=1, gates=GateTrust.from_dir(gate_dir),
-                   stage_envs=governing_environments(policy_dir()))
-    reg.ensure_bucket()
     print("registry: one real ingest + training run", file=sys.stderr, flush=True)
     contract = load_contract(contract_path())
     data = ingest.run(str(sample_dataset()), contract_path(), root / "data")
     trained = train.run(data.dataset, contract, root / "model", MODEL, train.TrainParams(epochs=2))
-    chain = Chain(root, reg, engine, keys.create(root / "keys"), gate_dir, data.evidence, trained.evidence,
-                  trained.model_dir)
-    for i in range(others):
-        chain.register(f"other-{i:02d}")
-    cli_env = {**srv.env_for("admin"), "MLSEC_S3_BUCKET": reg.bucket, "MLSEC_GATE_TRUST_DIR": str(gate_dir),
-           "MLSEC_HOME": str(root / "home")}
-    os.environ.update(cli_env)
-    figures: dict[int, dict[str, float]] = {}
-    versions: list[str] = []
-    evidence = root / "promotion-evidence.json"
+    pair = keys.create(root / "keys")
+    # Two buckets, one per size, measured turn about: on a shared, loaded host the two sizes then see the
+    # same load, which one registry measured before and after growing it would not.
+    chains: dict[int, Chain] = {}
     for size in (small, large):
+        reg = Registry(srv.client("admin"), f"bench-scale-{size}", retention_days=1,
+                       gates=GateTrust.from_dir(gate_dir), stage_envs=governing_environments(policy_dir()))
+        reg.ensure_bucket()
+        chain = chains[size] = Chain(root / f"r{size}", reg, engine, pair, gate_dir, data.evidence, trained.evidence,
+                                     trained.model_dir)
+        for i in range(others):
+            chain.register(f"other-{i:02d}")
         started = time.perf_counter()
-        while len(versions) < size:
-            versions.append(chain.register(MODEL))
-            chain.record_promotion(MODEL, versions[-1])
-            if len(versions) % 100 == 0:
-                print(f"registry: {len(versions)}/{size} versions ({time.perf_counter() - started:.0f} s)",
-                      file=sys.stderr, flush=True)
-        newest = versions[-1]
-        dest = root / "pulled"
+        for n in range(1, size + 1):
+            chain.record_promotion(MODEL, chain.register(MODEL))
+            if n % 100 == 0:
+                print(f"registry: {n}/{size} versions ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
+                      flush=True)
+    os.environ.update({**srv.env_for("admin"), "MLSEC_GATE_TRUST_DIR": str(gate_dir), "MLSEC_HOME": str(root / "home")})
+    evidence = root / "promotion-evidence.json"
 
-        def start_server() -> None:
-            record = reg.pull(MODEL, "dev", dest, chain.pair.public_key)
-            SignedModel(MODEL, dest, chain.pair.public_key, record.model_digest).load()
+    def pull(c: Chain) -> None:
+        c.reg.pull(MODEL, "dev", root / "pulled", pair.public_key)
 
-        figures[size] = {
-            "pull": median(lambda: reg.pull(MODEL, "dev", dest, chain.pair.public_key), reps),
-            "promote": median(lambda: chain.promote(newest, evidence), reps),
-            "start": median(start_server, reps),
-            "list": timed(quiet(lambda: cli(["registry", "list"]))),  # once: linear by nature, and slow at 1,000
-            "inventory": timed(quiet(lambda: cli(["registry", "inventory"]))),
-        }
+    def start_server(c: Chain) -> None:
+        record = c.reg.pull(MODEL, "dev", root / "pulled", pair.public_key)
+        SignedModel(MODEL, root / "pulled", pair.public_key, record.model_digest).load()
+
+    def promote(c: Chain) -> None:
+        head = c.reg.head(MODEL, "dev")
+        assert head is not None and head.decision.subject
+        c.promote(head.decision.subject[:16], evidence)
+
+    def cli_in(c: Chain, *argv: str) -> Callable[[], Any]:
+        def run() -> Any:
+            os.environ["MLSEC_S3_BUCKET"] = c.reg.bucket
+            return cli(list(argv))
+        return quiet(run)
+
+    samples: dict[tuple[str, int], list[float]] = {}
+    for what, fn in (("pull", pull), ("promote", promote), ("start", start_server)):
+        for size in (small, large):
+            fn(chains[size])  # warm
+        for _ in range(reps):
+            for size in (small, large):
+                samples.setdefault((what, size), []).append(timed(lambda: fn(chains[size])))
+    for size in (small, large):  # once each: linear by nature, and minutes at 1,000 versions
+        samples[("list", size)] = [timed(cli_in(chains[size], "registry", "list"))]
+        samples[("inventory", size)] = [timed(cli_in(chains[size], "registry", "inventory"))]
+    fig = {k: statistics.median(v) for k, v in samples.items()}
     sizes = f"{small}/{large} vers"
-    t.add("pull by alias", "s", figures[small]["pull"], figures[large]["pull"], sizes, 1.3)
-    t.add("promote (whole Registry.promote)", "s", figures[small]["promote"], figures[large]["promote"], sizes, 1.3)
-    t.add("server start (pull + verify + load)", "s", figures[small]["start"], figures[large]["start"], sizes, 1.3)
-    t.add(f"registry list ({others + 1} models)", "s", figures[small]["list"], figures[large]["list"], sizes)
-    t.add(f"registry inventory ({others + 1} models)", "s", figures[small]["inventory"], figures[large]["inventory"],
-          sizes)
-    v = reg.verify_version(MODEL, versions[-1], chain.pair.public_key)
+    t.add("pull by alias", "s", fig["pull", small], fig["pull", large], sizes, 1.3)
+    t.add("promote (whole Registry.promote)", "s", fig["promote", small], fig["promote", large], sizes, 1.3)
+    t.add("server start (pull + verify + load)", "s", fig["start", small], fig["start", large], sizes, 1.3)
+    t.add(f"registry list ({others + 1} models)", "s", fig["list", small], fig["list", large], sizes)
+    t.add(f"registry inventory ({others + 1} models)", "s", fig["inventory", small], fig["inventory", large], sizes)
+    head = chains[large].reg.head(MODEL, "dev")
+    assert head is not None and head.decision.subject
+    v = chains[large].reg.verify_version(MODEL, head.decision.subject[:16], pair.public_key)
     return PromotionEvidence.model_validate_json(evidence.read_text()), [s.decision for s in v.decisions]
 
 
