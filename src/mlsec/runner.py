@@ -91,8 +91,8 @@ def run_pipeline(home: Path, params: dict[str, Any], *, predict: bool = True, ve
 
     # Running the image's own code in this venv is the point of a local run, not an accident.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-    # The GPU request is for the cluster; locally, training uses CUDA only if this machine has it.
-    warnings.filterwarnings("ignore", message=r".*settings \['accelerator'\] have no effect", category=UserWarning)
+    # The GPU, CPU and memory requests are for the cluster; locally, training uses CUDA only if this machine has it.
+    warnings.filterwarnings("ignore", message=r".*settings \[.*\] have no effect", category=UserWarning)
 
     settings = Settings()
     keys_file = settings.api_keys_file
