@@ -289,10 +289,11 @@ def test_hostile_binary_and_protocol_inputs_are_4xx_naming_the_field(srv: Runnin
     # JSON without any Content-Type is the protocol's JSON, on both protocols; the connection still works.
     for path, body in ((V1, {"instances": rows.tolist()}),
                        (V2, {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP64",
-                                         "data": rows.tolist()}], "id": "no-type"})):
+                                         "data": rows.tolist()}], "id": "no-type", "outputs": [{"name": "label"}]})):
         status, raw = _raw_post(conn, path, json.dumps(body).encode(), key, {"Content-Type": None})
         assert status == 200, raw
-    assert json.loads(raw)["id"] == "no-type"
+    answer = json.loads(raw)
+    assert answer["id"] == "no-type" and [o["name"] for o in answer["outputs"]] == ["label"]  # only what was asked
     conn.close()
     served = srv.wait_audit(client="alice", status=422)
     assert served and all(len(e["input_sha256"]) == 64 for e in served)  # binary bodies are audited by digest
