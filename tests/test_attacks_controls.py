@@ -164,3 +164,20 @@ def test_T07_registry_refuses_a_bucket_without_versioning_and_object_lock(s3_ser
     # lets through: a refusal, though not in the registry's words)
     with pytest.raises((RegistryError, ClientError), match="(?i)object lock"):
         Registry(s3, plain).ensure_bucket(create=False)
+
+
+def test_T14_a_steered_input_stream_shows_as_drift(srv: Running) -> None:
+    """Clients steer what the model sees (incomes six times the training population's): the per-feature
+    PSI in /metrics shows it, and an unshifted feature does not."""
+    import requests
+
+    df = pd.read_csv(sample_dataset()).sample(200, random_state=3)
+    shifted = [{**{f: float(r[f]) for f in GOOD}, "income": float(r["income"]) * 6} for _, r in df.iterrows()]
+    conn = srv.connect()
+    for at in range(0, 200, 20):
+        assert post(conn, "/v1/models/credit:predict", {"instances": shifted[at:at + 20]},
+                    srv.keys["mallory"])[0] == 200
+    metrics = requests.get(f"http://{srv.host}:{srv.port}/metrics", timeout=5).text
+    psi = {line.split('feature="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+           for line in metrics.splitlines() if line.startswith("mlsec_feature_drift_psi{")}
+    assert psi["income"] > 0.5 and psi["age"] < 0.2, psi

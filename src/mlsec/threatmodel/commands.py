@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ck = ts.add_parser("check", help="schema and references (functions import, Rego rules and tests exist)")
     ck.add_argument("--prove", action="store_true",
                     help="also remove each control in turn and show a linked test fails (slow: minutes)")
+    ck.add_argument("--only", nargs="+", metavar="ID", help="prove only these threats (e.g. T02 T12)")
     rp = ts.add_parser("report", help="write the threat report (Markdown + HTML with mermaid diagrams)")
     rp.add_argument("-o", "--output", required=True, help="directory to write threats.md and threats.html into")
 
@@ -45,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
           f"{sum(len(t.tests) for t in model.threats)} test links: {'ok' if not problems else f'{len(problems)} problems'}")
     if problems or not args.prove:
         return 1 if problems else 0
-    proofs = proof.prove(model)
+    proofs = proof.prove(model, set(args.only) if args.only else None)
     print(proof.table(proofs))
     return 0 if all(p.proven for p in proofs) else 1
