@@ -264,7 +264,7 @@ def test_gate_in_cluster_mode_also_logs_to_s3(tmp_path: Path, registry: Registry
     from mlsec.gates.audit import S3AuditLog
     from mlsec.gates.task import run_gate
 
-    for k, v in {**s3_server.env, "MLSEC_DEPLOY_TARGET": "cluster", "MLSEC_S3_BUCKET": registry.bucket,
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_DEPLOY_TARGET": "cluster",
                  "MLSEC_GATE_KEY": str(gate_keys.dir / "dev.key"), "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir),
                  "MLSEC_AUDIT_LOG": str(tmp_path / "local.jsonl")}.items():
         monkeypatch.setenv(k, v)
