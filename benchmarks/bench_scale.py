@@ -163,6 +163,7 @@ def bench_registry(t: Table, root: Path, srv: LocalS3, engine: InProcessEngine, 
     print("registry: one real ingest + training run", file=sys.stderr, flush=True)
     contract = load_contract(contract_path())
     data = ingest.run(str(sample_dataset()), contract_path(), root / "data")
+    assert data.dataset is not None, data.evidence
     trained = train.run(data.dataset, contract, root / "model", MODEL, train.TrainParams(epochs=2))
     pair = keys.create(root / "keys")
     # Two buckets, one per size, measured turn about: on a shared, loaded host the two sizes then see the
