@@ -147,6 +147,25 @@ test_promotion_under_another_environment_denied if {
 	contains(msg, "promotion-gate decision for 072d48ebb4b5068b04063ff8aa5d079924371519871b313d0e9947f4d0085bed was taken under the dev policy, not prod")
 }
 
+# Policy toggles, on and off: with require_image_digest false a tag passes; with require_network_policy
+# false a release without a NetworkPolicy passes.
+toggled(objects, patch) := d if {
+	d := gate.decision with input as {"environment": "dev", "evidence": evidence(objects), "decisions": promoted}
+		with data.data as object.union(data.data, {"dev": {"deployment": patch}})
+}
+
+test_require_image_digest_toggle if {
+	tagged := with_container({"image": "ghcr.io/mlsec/mlsec:latest"})
+	not toggled(tagged, {"require_image_digest": true}).allow
+	toggled(tagged, {"require_image_digest": false}).allow
+}
+
+test_require_network_policy_toggle if {
+	bare := [deployment]
+	not toggled(bare, {"require_network_policy": true}).allow
+	toggled(bare, {"require_network_policy": false}).allow
+}
+
 # Signed image digests (require_signed_image): only a digest whose signature the serve stage verified counts.
 image_digest := "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 
@@ -199,4 +218,11 @@ test_unsigned_image_denied_in_prod_and_staging if {
 test_signed_image_allowed_in_prod if {
 	ev := object.union(evidence([deployment, netpol]), {"images": [{"digest": image_digest, "signature_verified": true}]})
 	gate.decision.allow with input as {"environment": "prod", "evidence": ev, "decisions": prod_promoted}
+}
+
+# A reference holding two digests names no single image: the signed one in the middle does not make it signed.
+test_reference_with_two_digests_never_counts_as_signed if {
+	other := "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	doubled := with_container({"image": concat("@", ["ghcr.io/mlsec/mlsec", image_digest, other])})
+	not with_images(doubled, [{"digest": image_digest, "signature_verified": true}], {"require_signed_image": true}).allow
 }
