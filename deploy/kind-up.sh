@@ -151,9 +151,10 @@ config() {
 }
 run config "$MLSEC_IMAGE_PINNED"
 run kubectl apply -f manifests/networkpolicies.yaml
-# The serve task's own account (its token reaches the serve task alone) and the admission policy. Until the
-# serve stage stamps applied objects with the deployment gate's admission token, the constraint warns here
-# instead of denying, or the platform team's first install below would be refused too.
+# The serve task's own account (its token reaches the serve task alone) and the admission policy, enforced
+# once the platform team's first install below is in: from then on a serving workload or NetworkPolicy in
+# mlsec-serving is admitted only with the admission token of an allowing deployment-gate decision, which the
+# serve task stamps on exactly the objects the gate judged.
 run kubectl apply -f manifests/deployer.yaml
 run kubectl -n gatekeeper-system rollout status deploy/gatekeeper-controller-manager --timeout=300s
 constraint() {
@@ -163,12 +164,10 @@ docs = list(yaml.safe_load_all(open("manifests/admission.yaml")))
 pem = open(sys.argv[1]).read()
 for d in docs:
     if d["kind"] == "MlsecGateAllowed":
-        d["spec"]["enforcementAction"] = "warn"
         d["spec"]["parameters"] = {"environment": "dev", "gatePublicKeys": [pem]}
 print(yaml.safe_dump_all(docs))
 PY
 }
-run constraint
 
 # Bucket setup, the admin identity's only use: the bucket with object lock, through a port-forward from here.
 run kubectl -n mlsec-system rollout status deploy/seaweedfs --timeout=300s
@@ -190,6 +189,7 @@ run apply_generated kubectl -n mlsec-serving create secret generic mlsec-api-key
 run helm upgrade --install credit-dev helm/mlsec -n mlsec-serving -f helm/mlsec/values-dev.yaml \
   --set image.repository="${MLSEC_IMAGE_PINNED%@*}" --set image.digest="${MLSEC_IMAGE_PINNED#*@}" \
   --set s3.endpoint=http://seaweedfs.mlsec-system.svc:8333
+run constraint
 run kubectl -n kubeflow rollout status deploy/ml-pipeline --timeout=600s
 
 echo "Cluster ready (KFP ${KFP_VERSION}, image ${MLSEC_IMAGE_PINNED})."

@@ -53,8 +53,8 @@ def secure_pipeline(
                                           evidence=promoted.outputs["release"],
                                           history=promoted.outputs["decisions_out"]), gate_key=True)
                 with dsl.If(deploy_gate.outputs["Output"] == "allow", name="deployment-allowed"):
-                    served = harden(serve(release=promoted.outputs["release"],
-                                          decisions=deploy_gate.outputs["decisions"]), s3=True, public_key=True)
+                    served = harden(serve(release=promoted.outputs["release"], decisions=deploy_gate.outputs["decisions"],
+                                          admission=deploy_gate.outputs["admission"]), s3=True, public_key=True)
                     # The only task holding the deployer's token (manifests/deployer.yaml).
                     kubernetes.use_secret_as_volume(served, "mlsec-deployer-token", mount_path=DEPLOYER_TOKEN_DIR)
                 with dsl.Else(name="deployment-denied"):

@@ -372,6 +372,40 @@ def test_admission_refuses_missing_forged_expired_or_foreign_tokens(admission: I
     assert "differs" in _admit(admission, stamp([obj], mint(objects[1:], "prod", "d", private))[0], public)[0]
 
 
+def test_the_gate_issues_and_the_serve_task_carries_the_admission_token(admission: InProcessEngine,
+                                                                        gate_keys: tuple[Path, str, Path]) -> None:
+    """The pipeline's own path: the deployment gate task mints the token for what it allowed, the serve task
+    stamps it on exactly those objects, and the cluster's policy admits each; objects changed after the gate,
+    or a release without a token, are refused by the serve task before anything is applied."""
+    from mlsec.gates.decision import Decision
+    from mlsec.gates.task import admission_token
+    from mlsec.serve.task import admitted_objects
+
+    private, public, _ = gate_keys
+    objects = _allowed_objects()
+    doc: dict[str, Any] = {"release": {"target": "cluster"}, "objects": objects}
+
+    def decision(gate: str = "deployment", allow: bool = True) -> Decision:
+        return Decision(gate=gate, environment="prod", allow=allow, deny=[] if allow else ["no"],
+                        subject="sha256:" + "0" * 64, evidence_sha256="1" * 64, policy_sha256=None, engine="opa")
+
+    token = admission_token(decision(), doc, private)
+    for obj in admitted_objects(objects, token):
+        assert _admit(admission, obj, public) == [], obj["kind"]
+    assert admission_token(decision(allow=False), doc, private) == ""
+    assert admission_token(decision(gate="promotion"), doc, private) == ""
+    assert admission_token(decision(), {**doc, "release": {"target": "local"}}, private) == ""
+    with pytest.raises(RuntimeError, match="no admission token"):
+        admitted_objects(objects, "")
+    swapped = [dict(o) for o in objects]
+    workload = next(o for o in swapped if o["kind"] == "InferenceService")
+    predictor = workload["spec"]["predictor"]
+    evil = {**predictor["containers"][0], "image": "registry.example/evil@sha256:" + "cd" * 32}
+    workload["spec"] = {**workload["spec"], "predictor": {**predictor, "containers": [evil]}}
+    with pytest.raises(RuntimeError, match="names other objects"):
+        admitted_objects(swapped, token)
+
+
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_deployer_role_is_bound_to_the_serve_tasks_account_alone(env: str) -> None:
     from mlsec.serve.deploy import environment_values

@@ -48,6 +48,19 @@ def go_json(value: Any) -> str:
     return text
 
 
+def admissible(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects the admission policy checks (the serving workload and its NetworkPolicies)."""
+    return [o for o in objects if o["kind"] in WORKLOAD_PODS or o["kind"] == "NetworkPolicy"]
+
+
+def named_objects(token: str) -> Any:
+    """The object digests a token names, read without verifying it: the serve task's check that it applies what
+    the token covers, before the cluster (which verifies it) refuses a half-applied release."""
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False}).get("objects")
+
+
 def object_digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(go_json(admitted(obj)).encode()).hexdigest()
 

@@ -138,16 +138,20 @@ def gate_signer(environment: str, key_dir: Path, *, create: bool) -> CryptoSigne
     """The key this process signs decisions with: MLSEC_GATE_KEY (a mounted Secret in a cluster), else
     <env>.key beside the trusted public keys (locally .mlsec/keys/gates/), made on first use only where
     create is allowed (local runs)."""
-    # The audit log's checkpoints have a key of their own (MLSEC_AUDIT_KEY), never an environment's.
-    if explicit := os.environ.get("MLSEC_AUDIT_KEY" if environment == "audit" else "MLSEC_GATE_KEY"):
-        return load_signer(Path(explicit))
-    private = gate_key_dir(key_dir) / f"{environment}.key"
+    private = gate_key_path(environment, key_dir)
     if not private.exists():
         if not create:
             raise AttestationError(f"no gate signing key for {environment}: set MLSEC_GATE_KEY or put "
                                    f"{private.name} in {private.parent}")
         create_key(private)
     return load_signer(private)
+
+
+def gate_key_path(environment: str, key_dir: Path) -> Path:
+    # The audit log's checkpoints have a key of their own (MLSEC_AUDIT_KEY), never an environment's.
+    if explicit := os.environ.get("MLSEC_AUDIT_KEY" if environment == "audit" else "MLSEC_GATE_KEY"):
+        return Path(explicit)
+    return gate_key_dir(key_dir) / f"{environment}.key"
 
 
 def gate_trust(key_dir: Path) -> GateTrust:

@@ -10,7 +10,8 @@ from pathlib import Path
 from securesystemslib.signer import CryptoSigner
 
 from mlsec.config import Settings, policy_dir
-from mlsec.gates.attest import AttestationError, gate_signer, gate_trust, read_history, sign_decision, write_history
+from mlsec.gates.attest import (AttestationError, gate_key_path, gate_signer, gate_trust, read_history, sign_decision,
+                                write_history)
 from mlsec.gates.audit import AuditLog, AuditLogs, AuditSink, S3AuditLog
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import PolicyEngine, PolicyError, PolicyInput, default_engine
@@ -68,8 +69,21 @@ def audit_sinks(settings: Settings) -> AuditSink:
     return AuditLogs([AuditLog(settings.audit_log, CheckpointStore(s3, settings.s3_bucket), signer, trusted)])
 
 
+def admission_token(decision: Decision, doc: dict[str, object], key: Path) -> str:
+    """For an allowing deployment decision about a cluster release: the token (mlsec.admission, signed with the
+    same gate key as the decision) by which the cluster's admission policy (manifests/admission.yaml) admits
+    exactly the objects judged. Empty for any other decision."""
+    from mlsec.admission import admissible, mint
+
+    release, objects = doc.get("release"), doc.get("objects")
+    if not (decision.gate == "deployment" and decision.allow and isinstance(release, dict)
+            and release.get("target") == "cluster" and isinstance(objects, list)):
+        return ""
+    return mint(admissible(objects), decision.environment, decision.id, key)
+
+
 def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision_file: Path,
-             decisions_file: Path, environment: str | None = None) -> str:
+             decisions_file: Path, environment: str | None = None, admission_file: Path | None = None) -> str:
     """Judges one stage's evidence. The history is believed only as far as it verifies: a forged or
     unsigned earlier decision is itself a recorded deny, and the new decision is signed as a VSA."""
     settings = Settings()
@@ -91,6 +105,8 @@ def run_gate(gate: str, evidence_file: Path, history_file: Path | None, decision
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     decision_file.write_text(decision.model_dump_json(indent=2))
     write_history(decisions_file, [*history, signed])
+    if admission_file is not None:
+        admission_file.write_text(admission_token(decision, doc, gate_key_path(env, settings.key_dir)))
     for w in decision.warn:
         log.warning("[%s] warning: %s", gate, w)
     print(decision.summary(), flush=True)

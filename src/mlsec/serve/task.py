@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from mlsec.config import Settings
 from mlsec.digest import sha256_json
@@ -13,7 +14,21 @@ from mlsec.serve.deploy import apply, start_local
 from mlsec.serve.evidence import DeploymentEvidence
 
 
-def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
+def admitted_objects(objects: list[dict[str, Any]], token: str) -> list[dict[str, Any]]:
+    """The objects carrying the deployment gate's admission token, which must name exactly these: the cluster
+    admits nothing else (manifests/admission.yaml), so a mismatch is refused here, before half a release lands."""
+    from mlsec.admission import admissible, named_objects, object_digest, stamp
+
+    if not token:
+        raise RuntimeError("refusing to deploy: the deployment gate issued no admission token, and the cluster "
+                           "admits no serving object without one")
+    want = {f"{o['kind']}/{o['metadata']['name']}": object_digest(o) for o in admissible(objects)}
+    if named_objects(token) != want:
+        raise RuntimeError("refusing to deploy: the admission token names other objects than the release holds")
+    return stamp(objects, token)
+
+
+def run(release: Path, decisions: Path, endpoint_out: Path, admission: Path | None = None) -> None:
     settings = Settings()
     doc = json.loads(release.read_text())
     plan = DeploymentEvidence.model_validate(doc)
@@ -31,7 +46,9 @@ def run(release: Path, decisions: Path, endpoint_out: Path) -> None:
         result = {"url": handle.url, "pid": handle.pid, "model": r.model, "version": r.version,
                   "log": str(handle.log)}
     else:
-        result = {"applied": apply(plan.objects, r.namespace), "namespace": r.namespace, "version": r.version}
+        token = admission.read_text().strip() if admission is not None and admission.exists() else ""
+        result = {"applied": apply(admitted_objects(plan.objects, token), r.namespace), "namespace": r.namespace,
+                  "version": r.version}
     registry_from_env().record_deployment(r.model, r.version, {"target": r.target, "namespace": r.namespace,
                                                                "stage": r.stage, **result})
     endpoint_out.write_text(json.dumps(result, indent=2))
