@@ -29,7 +29,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mlsec run
 
-test: $(STAMP) $(CHECKOV)
+# Debian packages the tests and the container targets need, installed where missing (CI runs as root).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+$(VENV)/.shellcheck: | $(BIN)/python
+	command -v shellcheck >/dev/null || (apt-get update -qq && $(APT_INSTALL) shellcheck)
+	touch $@
+
+container-tools:
+	@for t in podman debootstrap runc; do command -v $$t >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || (apt-get update -qq && $(APT_INSTALL) podman debootstrap runc uidmap fuse-overlayfs slirp4netns)
+
+test: $(STAMP) $(CHECKOV) $(VENV)/.shellcheck
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/mlsec threats check
@@ -64,10 +74,10 @@ PIP_CONF      ?= $(firstword $(wildcard /etc/pip.conf) /dev/null)
 WHEELS        ?= $(firstword $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 TORCH_INDEX   ?= $(if $(wildcard $(WHEELS)/torch-2.13.0+$(TORCH_VARIANT)-*.whl),,https://download.pytorch.org/whl/$(TORCH_VARIANT))
 
-.PHONY: image base-image demo-containers test-containers compile-image image-attest
+.PHONY: container-tools image base-image demo-containers test-containers compile-image image-attest
 
 # A localhost/ base is made here with debootstrap (no registry needed); any other is pulled by the build.
-base-image:
+base-image: container-tools
 	@case "$(BASE_IMAGE)" in localhost/*) \
 	  $(PODMAN) image exists $(BASE_IMAGE) || \
 	  CONTAINERS_CONF=$(CURDIR)/containers/containers.conf CONTAINERS_STORAGE_CONF=$(CURDIR)/containers/storage.conf \

@@ -433,10 +433,10 @@ def test_kind_up_dry_run_prints_every_step_and_generates_no_secret() -> None:
 
     assert f"ref={kfp.__version__}" in text.replace("\\", "")  # the KFP backend of the SDK's own release
     assert "BEGIN" not in text and "MLSEC" not in text.replace("MLSEC_", "")  # no key or access key generated
-    if shutil.which("shellcheck"):
-        check = subprocess.run(["shellcheck", "deploy/kind-up.sh", "containers/base-image.sh"], cwd=REPO,
-                               capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout
+    assert shutil.which("shellcheck"), "shellcheck is missing (make test installs it from Debian)"
+    check = subprocess.run(["shellcheck", "deploy/kind-up.sh", "containers/base-image.sh"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
 
 
 def test_kind_config_enforces_pod_security_and_a_networkpolicy_cni() -> None:
