@@ -11,11 +11,12 @@ UID = 10001
 CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
                "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
                "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX",
-               "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR"]
+               "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR", "MLSEC_PII_TOKEN_KEY_FILE"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
 GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
 GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
 DATA_S3_DIR = "/etc/mlsec/s3-data"  # MLSEC_DATA_S3_CREDENTIALS_DIR: the read-only identity ingest reads with
+PII_TOKEN_DIR = "/etc/mlsec/pii-token"  # MLSEC_PII_TOKEN_KEY_FILE: PII_TOKEN_DIR/key, the HMAC key of `tokenize`
 AUDIT_S3_DIR = "/etc/mlsec/s3-audit"  # MLSEC_AUDIT_S3_CREDENTIALS_DIR: writes <bucket>/audit/ and nothing else
 
 
@@ -29,6 +30,8 @@ def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, p
                                                        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
     if data_source:  # ingest parses untrusted files: it holds no write credential, only the data reader
         kubernetes.use_secret_as_volume(task, "mlsec-s3-data", mount_path=DATA_S3_DIR)
+        # The key of contracts that tokenize PII (mlsec.ingest.pii.Tokenizer); a contract without one needs none.
+        kubernetes.use_secret_as_volume(task, "mlsec-pii-token", mount_path=PII_TOKEN_DIR, optional=True)
     if signing_key or public_key:
         secret = "mlsec-signing-key" if signing_key else "mlsec-signing-pub"
         kubernetes.use_secret_as_volume(task, secret, mount_path=SIGNING_DIR)

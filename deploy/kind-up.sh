@@ -79,6 +79,7 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 # admin sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
 BUCKET=mlsec-models
 DATA_BUCKET=mlsec-data  # where datasets are read from (MLSEC_DATA_SOURCE_PREFIX in manifests/config.yaml)
+token_key() { if $DRY; then echo '<48 random bytes, base64>'; else openssl rand -base64 48 | tr -d '\n'; fi; }
 pair() {
   if $DRY; then echo "<access-key> <secret-key>"; return; fi
   echo "MLSEC$(openssl rand -hex 8 | tr a-f A-F) $(openssl rand -base64 30 | tr -d '/+=')"
@@ -107,6 +108,8 @@ run s3_secret kubeflow mlsec-s3 "$writer_access" "$writer_secret"
 run s3_secret mlsec-serving mlsec-s3-reader "$reader_access" "$reader_secret"
 run s3_secret kubeflow mlsec-s3-data "$data_access" "$data_secret"
 run s3_secret kubeflow mlsec-s3-audit "$audit_access" "$audit_secret"  # gate tasks: the audit log only
+# The HMAC key of contracts that tokenize PII (ingest only).
+run apply_generated kubectl -n kubeflow create secret generic mlsec-pii-token --from-literal=key="$(token_key)"
 run s3_secret mlsec-system mlsec-s3-admin "$admin_access" "$admin_secret"
 run kubectl -n mlsec-serving delete secret mlsec-s3 --ignore-not-found  # the shared key of older installs
 run $VENV/mlsec keys create --dir "$tmp/keys"

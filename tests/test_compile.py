@@ -45,7 +45,10 @@ def test_s3_credentials_come_from_a_secret(ir: tuple[dict[str, Any], dict[str, A
         assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     # Ingest parses untrusted files: it holds only the read-only data identity, never the writer's.
     assert "secretAsEnv" not in executors["exec-ingest"]
-    assert "mlsec-s3-data" in {v["secretName"] for v in executors["exec-ingest"]["secretAsVolume"]}
+    ingest_mounts = {v["secretName"]: v for v in executors["exec-ingest"]["secretAsVolume"]}
+    assert "mlsec-s3-data" in ingest_mounts
+    assert ingest_mounts["mlsec-pii-token"]["optional"] is True  # only contracts that tokenize need the key
+    assert not [e for e, ex in executors.items() if e != "exec-ingest" and "mlsec-pii-token" in str(ex)]
     # Gates hold no registry credential, only the audit writer's (it reaches <bucket>/audit/ alone).
     assert "secretAsEnv" not in executors["exec-gate"]
     gate_mounts = {v["secretName"]: v["mountPath"] for v in executors["exec-gate"]["secretAsVolume"]}
