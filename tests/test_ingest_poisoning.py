@@ -10,6 +10,7 @@ judged inside that run's evidence.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from mlsec.config import contract_path, sample_dataset
+from mlsec.digest import canonical_json
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.gate import evaluate
@@ -242,3 +244,13 @@ def test_tiny_datasets_are_screened_not_a_crash(rows: int, contract: DataContrac
     """Too few rows to fold or to profile: figures where they mean something, and the row bound denies."""
     p = screen(sample.generate(50, 3).head(rows), contract, reference)
     assert p.screened and p.label_issues == [] and (p.profile is None) == (rows == 0)
+
+
+def test_a_reference_read_back_from_canonical_json_screens_the_same(base: pd.DataFrame, contract: DataContract,
+                                                                    reference: profile.Reference) -> None:
+    """The registry stores the profile as canonical JSON (sorted keys): its pair cells must still be found."""
+    assert reference.profile is not None
+    stored = profile.ReferenceProfile.model_validate(json.loads(canonical_json(reference.profile.model_dump(mode="json"))))
+    assert list(stored.distributions) != reference.profile.features  # the keys did come back sorted
+    p = screen(base, contract, profile.Reference.of(stored, "registry", "credit@x (dev)"))
+    assert p.triggers == []

@@ -122,15 +122,18 @@ def codes(x: np.ndarray, dist: Distribution) -> np.ndarray:
     return np.where(x < dist.points[0], 0, np.where(x > dist.points[-1], len(edges) + 2, inner))
 
 
-def coded_pairs(x: pd.DataFrame, dists: dict[str, Distribution]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """"f1|f2" -> (the coarse codes of both features per row); features the reference never saw are left out."""
-    coded = {f: codes(x[f].to_numpy(), d) for f, d in dists.items() if d.points and f in x.columns}
+def coded_pairs(x: pd.DataFrame, features: list[str],
+                dists: dict[str, Distribution]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """"f1|f2" -> (the coarse codes of both features per row), in the order of `features` (a list keeps its
+    order through canonical JSON; a dict's keys are sorted); features the reference never saw are left out."""
+    coded = {f: codes(x[f].to_numpy(), dists[f]) for f in features if f in dists and dists[f].points and f in x.columns}
     return {f"{a}|{b}": (coded[a], coded[b]) for a, b in itertools.combinations(coded, 2)}
 
 
-def _pairs(x: pd.DataFrame, dists: dict[str, Distribution]) -> dict[str, list[tuple[int, int, int]]]:
+def _pairs(x: pd.DataFrame, features: list[str],
+           dists: dict[str, Distribution]) -> dict[str, list[tuple[int, int, int]]]:
     out = {}
-    for pair, (a, b) in coded_pairs(x, dists).items():
+    for pair, (a, b) in coded_pairs(x, features, dists).items():
         cells, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
         out[pair] = [(int(i), int(j), int(n)) for (i, j), n in zip(cells, counts)]
     return out
@@ -162,7 +165,7 @@ def build(df: pd.DataFrame, contract: DataContract) -> ReferenceProfile:
         duplicate_share=float(df[[*features, contract.label]].duplicated().mean()) if len(df) else 0.0,
         distributions=dists, groups=groups,
         values={f: frequent_values(x[f].to_numpy()) for f in features},
-        pairs=_pairs(x, dists),
+        pairs=_pairs(x, features, dists),
     )
 
 

@@ -196,7 +196,7 @@ def triggers(x: pd.DataFrame, y: np.ndarray, ref: ReferenceProfile) -> list[Trig
             t = _candidate(f"{f}={key}", col == v, y, ref.values.get(f, {}).get(key, 0.0), ref.rows)
             if t is not None:
                 found.append(t)
-    for pair, (a, b) in coded_pairs(x, ref.distributions).items():
+    for pair, (a, b) in coded_pairs(x, ref.features, ref.distributions).items():
         known = {(i, j): n for i, j, n in ref.pairs.get(pair, [])}
         cells, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
         fa, fb = pair.split("|")
