@@ -281,13 +281,23 @@ CELLS = {
 }
 
 
+def _scan_seconds(text: str) -> float:
+    """The fastest of three scans: the least disturbed by other work on the machine."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        scan(pd.Series([text]))
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_a_one_megabyte_cell_scans_in_under_a_second(cell: str) -> None:
+def test_a_one_megabyte_cell_scans_in_linear_time(cell: str) -> None:
+    """A crafted cell cannot make the PII scan backtrack: ten times the bytes costs about ten times the time
+    (a quadratic scan would take a hundred), measured against the same pattern's 100 kB cut in this process."""
     text = CELLS[cell]
-    started = time.perf_counter()
-    scan(pd.Series([text]))
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"{cell}: {elapsed:.2f}s"
+    small, large = _scan_seconds(text[-len(text) // 10:]), _scan_seconds(text)  # the tail keeps "@b.co"
+    assert large / max(small, 1e-4) < 30, f"{cell}: 100 kB {small:.3f}s, 1 MB {large:.3f}s"
 
 
 def test_an_oversized_cell_is_a_deny_and_still_scanned(tmp_path: Path, sample: pd.DataFrame,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -368,8 +369,13 @@ def test_a_binary_tensor_sweep_is_flagged_like_a_json_one(srv: Running) -> None:
         sweep = rng.uniform([18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1], size=(60, 6)).astype(np.float32)
         tensor = triton.InferInput("input", list(sweep.shape), "FP32").set_data_from_numpy(sweep)
         client.infer("credit", [tensor], headers=_auth(srv, "sweeper"))
-    flagged = srv.wait_audit(client="sweeper", status=200)
-    assert any("input-space sweep" in e.get("flagged", "") for e in flagged), flagged[-1:]
+    def sweep_flagged() -> bool:
+        return any("input-space sweep" in e.get("flagged", "") for e in srv.wait_audit(client="sweeper"))
+
+    deadline = time.monotonic() + 5  # each audit line is written just after its response
+    while not sweep_flagged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sweep_flagged(), srv.wait_audit(client="sweeper")[-1:]
 
 
 def test_metadata_is_rate_limited_and_audited_in_process(signed: Signed, capsys: pytest.CaptureFixture[str]) -> None:

@@ -254,6 +254,9 @@ class LocalS3:
                 self.ports = dict(zip(_PORT_FLAGS, _pick_ports(len(_PORT_FLAGS))))
             args = [binary, "mini", f"-dir={self.data_dir / 'weed'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                     "-admin.ui=false", "-webdav=false", "-disableHttp", "-master.telemetry=false",
+                    # Every bucket is a collection with volumes of its own; at the size weed mini picks on a
+                    # large disk (1 GiB) the free-disk volume count allows only ~60 buckets before writes fail.
+                    "-master.volumeSizeLimitMB=64",
                     "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.data_dir / 's3.json'}",
                     *(f"-{flag}={port}" for flag, port in self.ports.items())]
             # weed reads ./security.toml first; WEED_* variables would override it, so none are passed on.
