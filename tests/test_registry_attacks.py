@@ -215,7 +215,7 @@ def test_T07_unsigned_forged_and_self_approvals_do_not_count(tmp_path: Path, reg
 def test_T10_forged_decision_in_a_history_is_a_recorded_deny(tmp_path: Path, signed: Signed, gate_keys: GateKeys,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A data-gate deny turned into an allow in the artifact store: the training gate refuses the history."""
-    from mlsec.gates.attest import write_history
+    from mlsec.gates.attest import decision_statement, unverified_decision, write_history
     from mlsec.gates.task import run_gate
 
     for k, v in {"MLSEC_GATE_TRUST_DIR": str(gate_keys.dir), "MLSEC_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
@@ -224,7 +224,9 @@ def test_T10_forged_decision_in_a_history_is_a_recorded_deny(tmp_path: Path, sig
     write_history(tmp_path / "history.json", signed.attested[:1])
     envelopes = json.loads((tmp_path / "history.json").read_text())
     stmt = json.loads(base64.b64decode(envelopes[0]["payload"]))
-    stmt["predicate"]["mlsecDecision"]["subject"] = "f" * 64  # vouch for another dataset
+    # Vouch for another dataset, every field of the statement rewritten to agree: only the signature is left.
+    forged = unverified_decision(envelopes[0]).model_copy(update={"subject": "f" * 64})
+    stmt = decision_statement(forged, stmt["subject"][0]["name"])
     envelopes[0]["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
     (tmp_path / "history.json").write_text(json.dumps(envelopes))
     signed.trained.training_evidence.write(tmp_path / "ev.json")
