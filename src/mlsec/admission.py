@@ -65,11 +65,16 @@ def object_digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(go_json(admitted(obj)).encode()).hexdigest()
 
 
+def digests(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """What a token names: kind/name -> digest of the admitted content, for each object given."""
+    return {f"{o['kind']}/{o['metadata']['name']}": object_digest(o) for o in objects}
+
+
 def claims(objects: list[dict[str, Any]], environment: str, decision_id: str, ttl_s: int,
            now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     return {"gate": "deployment", "allow": True, "environment": environment, "decision": decision_id,
-            "objects": {f"{o['kind']}/{o['metadata']['name']}": object_digest(o) for o in objects},
+            "objects": digests(objects),
             "iat": int(now), "exp": int(now) + ttl_s}
 
 

@@ -17,13 +17,12 @@ from mlsec.serve.evidence import DeploymentEvidence
 def admitted_objects(objects: list[dict[str, Any]], token: str) -> list[dict[str, Any]]:
     """The objects carrying the deployment gate's admission token, which must name exactly these: the cluster
     admits nothing else (manifests/admission.yaml), so a mismatch is refused here, before half a release lands."""
-    from mlsec.admission import admissible, named_objects, object_digest, stamp
+    from mlsec.admission import admissible, digests, named_objects, stamp
 
     if not token:
         raise RuntimeError("refusing to deploy: the deployment gate issued no admission token, and the cluster "
                            "admits no serving object without one")
-    want = {f"{o['kind']}/{o['metadata']['name']}": object_digest(o) for o in admissible(objects)}
-    if named_objects(token) != want:
+    if named_objects(token) != digests(admissible(objects)):
         raise RuntimeError("refusing to deploy: the admission token names other objects than the release holds")
     return stamp(objects, token)
 
