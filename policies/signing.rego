@@ -1,6 +1,6 @@
 # Signing gate: the model is signed by a trusted key, the signature covers exactly this model,
 # nothing in it can execute code on load, its provenance attestation is bound to it, and it is the model
-# the training gate allowed.
+# the training gate allowed, trained on a dataset whose signed provenance it carries and the data gate allowed.
 package mlsec.gates.signing
 
 import data.mlsec.lib.config
@@ -10,7 +10,7 @@ cfg := data.data[input.environment].signing
 
 # Every key this policy reads from cfg, with its type (see lib/config.rego).
 config_types := {"trust_any_signer": "boolean", "allowed_signers": "array", "unsafe_extensions": "array",
-	"allowed_formats": "array"}
+	"allowed_formats": "array", "require_dataset_provenance": "boolean"}
 
 config_problems := config.problems([input.environment, "signing"], cfg, config_types)
 
@@ -85,6 +85,42 @@ deny contains msg if {
 deny contains msg if {
 	not decisions.allowed("training", ev.subject.digest)
 	msg := decisions.missing("training", ev.subject.digest)
+}
+
+# The dataset provenance (mlsec.ingest.provenance) the model's provenance carries, as the sign stage checked
+# it: a missing one is denied where the environment requires it; one carried must verify with the trusted
+# identity, be about the dataset the model's provenance names, and that dataset must be one the data gate
+# allowed here, whatever the toggle.
+dp := ev.dataset_provenance
+
+deny contains msg if {
+	cfg.require_dataset_provenance
+	not dp.present
+	msg := sprintf("the model's provenance carries no dataset provenance (%s), which %s requires (policies/data/%s.json: signing.require_dataset_provenance)", [object.get(ev, ["dataset_provenance", "problem"], "the evidence has no dataset_provenance"), input.environment, input.environment])
+}
+
+deny contains msg if {
+	dp.present
+	not dp.verified
+	msg := sprintf("the dataset provenance in the model's provenance did not verify: %s", [dp.problem])
+}
+
+deny contains msg if {
+	dp.verified
+	not dp.matches_dataset
+	msg := sprintf("the dataset provenance is about dataset %s, not the dataset %s the model's provenance names", [dp.dataset_digest, ev.attestation.dataset_digest])
+}
+
+deny contains msg if {
+	dp.verified
+	not decisions.allowed("data", dp.dataset_digest)
+	msg := sprintf("dataset provenance: %s", [decisions.missing("data", dp.dataset_digest)])
+}
+
+warn contains msg if {
+	not cfg.require_dataset_provenance
+	not dp.present
+	msg := sprintf("the model's provenance carries no dataset provenance (%s): accepted only because %s does not require one", [object.get(ev, ["dataset_provenance", "problem"], "the evidence has no dataset_provenance"), input.environment])
 }
 
 warn contains msg if {

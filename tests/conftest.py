@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from securesystemslib.signer import CryptoSigner
 
@@ -15,9 +16,11 @@ from mlsec.gates.attest import GateTrust, SignedDecision, create_key, load_signe
 from mlsec.gates.decision import Decision
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.gate import evaluate
+from mlsec.ingest import provenance as dataset_provenance
 from mlsec.ingest import stage as ingest
 from mlsec.ingest.contract import DataContract, load_contract
 from mlsec.ingest.evidence import DataEvidence
+from mlsec.ingest.profile import ReferenceProfile
 from mlsec.registry.seaweed import LocalS3
 from mlsec.registry.stages import governing_environments
 from mlsec.registry.store import Registry
@@ -113,6 +116,7 @@ class Trained:
     data_evidence: DataEvidence
     model_dir: Path
     training_evidence: TrainingEvidence
+    profile: ReferenceProfile | None = None  # the dataset's own, as ingest writes it beside the evidence
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +124,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, contract: DataContract) ->
     root = tmp_path_factory.mktemp("trained")
     data = ingest.run(str(sample_dataset()), contract_path(), root / "data")
     result = train.run(data.dataset, contract, root / "model", "credit", train.TrainParams(epochs=8))
-    return Trained(data.dataset, data.evidence, result.model_dir, result.evidence)
+    return Trained(data.dataset, data.evidence, result.model_dir, result.evidence, data.profile)
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ def signed(tmp_path_factory: pytest.TempPathFactory, trained: Trained, key_pair:
     assert data_d.allow and train_d.allow, (data_d.deny, train_d.deny)
     materials = Materials(dataset_uri="data/credit_sample.csv", dataset_digest=trained.data_evidence.subject.digest,
                           decision_digests={f"{d.gate}:{d.id}": d.digest for d in (data_d, train_d)},
-                          code_commit="test", image="local")
+                          code_commit="test", image="local",
+                          dataset_statement=dataset_provenance.statement(trained.data_evidence))  # as the sign task
     bundle = signing.sign(trained.model_dir, tmp_path_factory.mktemp("signed"), key_pair, materials, "test-run")
     ev = signing.evidence(bundle, "credit", key_pair.public_key)
     sign_d = evaluate("signing", ev, environment="dev", engine=engine, decisions=[data_d, train_d])
@@ -163,3 +168,26 @@ def locked_bucket(s3_server: LocalS3) -> str:
     bucket = f"locked-{uuid.uuid4().hex[:12]}"
     Registry(_authenticated(s3_server), bucket).ensure_bucket(create=True)
     return bucket
+
+
+# The sample's text columns: read as strings so that zip codes and phone numbers keep their leading zeros.
+SAMPLE_TEXT = {c: str for c in ("name", "email", "ssn", "phone", "zip", "gender")}
+
+
+@pytest.fixture(scope="session")
+def sample_frame() -> pd.DataFrame:
+    """The bundled sample as the ingest tests edit it (copy before changing)."""
+    return pd.read_csv(sample_dataset(), dtype=SAMPLE_TEXT)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The only directory ingest may read (tmp_path/in), with no source, deployment, PII-key or home
+    settings leaking in from the caller's shell; the rest of tmp_path is outside it."""
+    for var in ("MLSEC_DATA_SOURCE_PREFIX", "MLSEC_DEPLOY_TARGET", "MLSEC_HOME", "MLSEC_KEY_DIR",
+                "MLSEC_PII_TOKEN_KEY", "MLSEC_PII_TOKEN_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "in"
+    path.mkdir()
+    monkeypatch.setenv("MLSEC_DATA_DIRS", str(path))
+    return path

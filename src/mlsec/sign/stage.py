@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlsec.digest import manifest_digest, sha256_json, tree_manifest
+from mlsec.digest import manifest_digest, tree_manifest
 from mlsec.evidence import Subject
 from mlsec.ingest import provenance as dataset_provenance
 from mlsec.sign import attestation, formats
-from mlsec.sign.evidence import AttestationCheck, SignatureCheck, SigningEvidence
+from mlsec.sign.evidence import AttestationCheck, DatasetProvenanceCheck, SignatureCheck, SigningEvidence
 from mlsec.sign.keys import KeyPair
 from mlsec.sign.methods import Signing, Trust, as_signing, as_trust
 
@@ -118,17 +118,47 @@ def verify_signature(bundle_dir: Path, trust: Trust | Path) -> str:
     return _signed_manifest_digest(sig)
 
 
-def _verify_attestation(bundle_dir: Path, trust: Trust) -> attestation.VerifiedAttestation:
+def _verify_model_provenance(bundle_dir: Path, trust: Trust) -> attestation.VerifiedAttestation:
+    """The model's provenance alone; the dataset provenance it carries is checked by _check_dataset."""
     try:
-        att = trust.verify_attestation(bundle_dir / ATTESTATION, bundle_dir / SIGNATURE)
-        if att.dataset_provenance is not None:  # carried: it must verify and be about the same dataset
-            dp = dataset_provenance.verify_document(att.dataset_provenance, trust, bundle_dir / SIGNATURE)
-            if dp.dataset_digest != att.dataset_digest:
-                raise ValueError(f"the dataset provenance is about {dp.dataset_digest}, not the dataset "
-                                 f"{att.dataset_digest} the model's provenance names")
-        return att
+        return trust.verify_attestation(bundle_dir / ATTESTATION, bundle_dir / SIGNATURE)
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"attestation verification failed: {e}") from e
+
+
+def _check_dataset(document: dict[str, Any], trust: Trust, bundle_dir: Path) -> dataset_provenance.DatasetProvenance:
+    """The carried dataset provenance, once it verifies with trust; ValueError naming what failed."""
+    try:
+        return dataset_provenance.verify_document(document, trust, bundle_dir / SIGNATURE)
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"the dataset provenance does not verify: {e}") from e
+
+
+def _verify_attestation(bundle_dir: Path, trust: Trust) -> attestation.VerifiedAttestation:
+    """The model's provenance and, when it carries one, the dataset provenance: verified and about its dataset."""
+    att = _verify_model_provenance(bundle_dir, trust)
+    dataset = dataset_check(att, trust, bundle_dir)
+    if dataset.present and not (dataset.verified and dataset.matches_dataset):
+        raise ValueError(f"attestation verification failed: {dataset.problem}")
+    return att
+
+
+def dataset_check(att: attestation.VerifiedAttestation | None, trust: Trust, bundle_dir: Path) -> DatasetProvenanceCheck:
+    """What the signing gate is told of the dataset provenance: present, verified, about which dataset."""
+    if att is None:
+        return DatasetProvenanceCheck(present=False, verified=False, problem="the model's provenance did not verify")
+    if att.dataset_provenance is None:
+        return DatasetProvenanceCheck(present=False, verified=False, problem="the model's provenance carries none")
+    try:
+        dp = _check_dataset(att.dataset_provenance, trust, bundle_dir)
+    except ValueError as e:
+        return DatasetProvenanceCheck(present=True, verified=False, problem=str(e))
+    matches = dp.dataset_digest == att.dataset_digest
+    return DatasetProvenanceCheck(
+        present=True, verified=True, document_digest=dp.document_digest, dataset_digest=dp.dataset_digest,
+        source_digest=dp.source_digest, matches_dataset=matches,
+        problem=None if matches else (f"the dataset provenance is about {dp.dataset_digest}, not the dataset "
+                                      f"{att.dataset_digest} the model's provenance names"))
 
 
 def verify(bundle_dir: Path, trust: Trust | Path) -> Verified:
@@ -153,8 +183,8 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
         signer = how.signer(bundle_dir / SIGNATURE)
     except (ValueError, KeyError, OSError):
         signed, signer = None, "unverified"
-    try:
-        att: attestation.VerifiedAttestation | None = _verify_attestation(bundle_dir, how)
+    try:  # the model's provenance; the dataset provenance it carries is judged on its own below
+        att: attestation.VerifiedAttestation | None = _verify_model_provenance(bundle_dir, how)
     except ValueError:
         att = None
     # Hashed once: a verified signature has just checked every file against its manifest.
@@ -170,6 +200,6 @@ def evidence(bundle_dir: Path, name: str, trust: Trust | Path) -> SigningEvidenc
             subject_digest=att.subject_digest if att else unverified,
             dataset_digest=att.dataset_digest if att else unverified,
             decision_digests=att.decision_digests if att else [],
-            dataset_provenance_digest=sha256_json(att.dataset_provenance) if att and att.dataset_provenance else None,
         ),
+        dataset_provenance=dataset_check(att, how, bundle_dir),
     )
