@@ -1,5 +1,5 @@
-"""Controls tested in-process: extraction targets and decaying flags, the guard's 500 path, non-finite
-scores, and verify-then-load of the same bytes while an attacker swaps the weights."""
+"""Controls tested in-process: extraction targets and decaying flags, the rate limit's window, the guard's
+500 path, non-finite scores, and verify-then-load of the same bytes while an attacker swaps the weights."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from limits import parse
 from safetensors.torch import load_file, save_file
 
 from mlsec.serve import auth, inputs
 from mlsec.serve.guard import REQUESTS, Guard, GuardConfig
 from mlsec.serve.model import SignedModel
 from mlsec.serve.monitor import ExtractionMonitor
+from mlsec.serve.ratelimit import MovingWindow
 from mlsec.sign import keys
 
 from conftest import REPO, Signed
@@ -51,6 +53,21 @@ def test_a_flag_decays_and_small_samples_are_not_judged() -> None:
     assert mon.observe("c", holdout[:5].tolist(), now=100.0)  # still held
     assert mon.observe("c", holdout[5:10].tolist(), now=122.0) is None and not mon.is_flagged("c", now=122.0)
     assert "c" not in mon.flagged
+
+
+def test_rate_limit_is_a_moving_window_per_client_and_limit_and_starts_no_thread() -> None:
+    limiter, rate, strict = MovingWindow(max_keys=4), parse("3/second"), parse("1/second")
+    threads = threading.active_count()
+    assert [limiter.hit(rate, "m", "a", now=t) for t in (0.0, 0.1, 0.2, 0.3)] == [True, True, True, False]
+    assert limiter.hit(rate, "m", "b", now=0.3)  # another client has its own window
+    assert limiter.hit(strict, "m", "a", now=0.3)  # and so has another limit (a flagged client's)
+    assert not limiter.hit(rate, "m", "a", now=1.0)  # the hit at 0.0 is still inside [0.0, 1.0]
+    assert limiter.hit(rate, "m", "a", now=1.0001) and not limiter.hit(rate, "m", "a", now=1.0002)
+    assert threading.active_count() == threads  # limits' MemoryStorage started a timer thread per hit
+    for c in "cdefgh":  # past max_keys, keys are forgotten (idle ones first): the table stays bounded
+        limiter.hit(rate, "m", c, now=5.0)
+    assert len(limiter._hits) <= 4
+    assert [limiter.hit(rate, "m", "h", now=5.1 + i / 10) for i in range(3)] == [True, True, False]  # h was kept
 
 
 def _guard(model: SignedModel, app: Any) -> tuple[Guard, str]:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter, Gauge, Histogram
 
 from mlsec.incident import Blocklist
@@ -25,6 +23,7 @@ from mlsec.serve import inputs, oip
 from mlsec.serve.auth import ApiKeys, Lockout
 from mlsec.serve.monitor import DriftMonitor, ExtractionMonitor
 from mlsec.serve.openapi import spec
+from mlsec.serve.ratelimit import MovingWindow
 from mlsec.train.model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ class Guard:
             # Computed when /metrics is scraped, from incrementally kept bin counts: always current, cheap.
             DRIFT.labels(model, feature).set_function(self._psi_of(feature))
         FLAGGED.labels(model).set_function(lambda: len(self.extraction.flagged))  # flags decay
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = MovingWindow()
         self.rate, self.flagged_rate = parse(settings.rate), parse(settings.flagged_rate)
         self.lockout = Lockout(settings.max_bad_keys, settings.bad_key_window_s, settings.lockout_s)
         self.blocklist = Blocklist(Path(settings.blocklist)) if settings.blocklist else None
