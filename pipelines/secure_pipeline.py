@@ -42,7 +42,7 @@ def secure_pipeline(
                                     history=train_gate.outputs["decisions"]), public_key=True, gate_key=True)
             with dsl.If(sign_gate.outputs["Output"] == "allow", name="signing-allowed"):
                 promoted = harden(promote(signed=signed.outputs["signed"], training_evidence=model.outputs["evidence"],
-                                          data_evidence=data.outputs["evidence"],
+                                          data_evidence=data.outputs["evidence"], profile=data.outputs["profile"],
                                           decisions=sign_gate.outputs["decisions"], model_name=model_name,
                                           stage=stage, author=author, environment=environment),
                                   s3=True, public_key=True, gate_key=True)

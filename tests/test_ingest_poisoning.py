@@ -160,7 +160,7 @@ ATTACKS = {
 @pytest.fixture(scope="module")
 def screened(base: pd.DataFrame, contract: DataContract, reference: profile.Reference) -> dict[str, PoisoningScreen]:
     attacks = {attack for attack, _ in ATTACKS.values()}
-    return {a.__name__: screen(poisoned(base, a), contract, reference) for a in attacks}
+    return {a.__name__: screen(poisoned(base, a), contract, reference)[0] for a in attacks}
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -178,7 +178,7 @@ def test_poisoned_copy_denied_with_its_figure(name: str, engine: InProcessEngine
 def test_clean_sample_of_another_seed_passes_in_prod(seed: int, engine: InProcessEngine, contract: DataContract,
                                                      flipped_run: stage.IngestResult,
                                                      reference: profile.Reference) -> None:
-    p = screen(sample.generate(4000, seed), contract, reference)
+    p, _ = screen(sample.generate(4000, seed), contract, reference)
     d = judged(engine, flipped_run.evidence.model_copy(update={"poisoning": p}), "prod")
     assert d.allow, d.deny
     assert d.warn == [] or all("masked" in w for w in d.warn), d.warn
@@ -192,10 +192,11 @@ def test_shipped_reference_is_the_samples_profile(base: pd.DataFrame, contract: 
     assert profile.build(base, contract).sha256 == reference.profile.sha256 == reference.used.sha256
 
 
-def test_the_evidence_carries_the_datasets_own_profile(flipped_run: stage.IngestResult, base: pd.DataFrame,
-                                                       contract: DataContract) -> None:
-    own = flipped_run.evidence.poisoning.profile
+def test_the_evidence_names_the_datasets_own_profile(flipped_run: stage.IngestResult, base: pd.DataFrame,
+                                                     contract: DataContract) -> None:
+    own = flipped_run.profile
     assert own is not None and own.rows == len(base)
+    assert flipped_run.evidence.poisoning.profile_sha256 == own.sha256
     assert own.sha256 == profile.build(poisoned(base, targeted_flip), contract).sha256
     assert abs(own.label_rate - flipped_run.evidence.poisoning.label_rate) < 1e-6
 
@@ -203,7 +204,7 @@ def test_the_evidence_carries_the_datasets_own_profile(flipped_run: stage.Ingest
 def test_no_reference_warns_in_dev_and_denies_in_prod(engine: InProcessEngine, base: pd.DataFrame,
                                                       contract: DataContract,
                                                       flipped_run: stage.IngestResult) -> None:
-    p = screen(base, contract, profile.Reference.none("no accepted dataset for model credit yet"))
+    p, _ = screen(base, contract, profile.Reference.none("no accepted dataset for model credit yet"))
     assert p.label_shift == [] and p.drift == [] and p.triggers == [] and p.label_issues != []
     ev = flipped_run.evidence.model_copy(update={"poisoning": p})
     why = "no reference profile to screen the dataset against: no accepted dataset for model credit yet"
@@ -216,7 +217,7 @@ def test_a_reference_for_another_contract_is_not_used(base: pd.DataFrame, contra
                                                       reference: profile.Reference) -> None:
     assert reference.profile is not None
     foreign = profile.Reference.of(reference.profile.model_copy(update={"contract": "churn"}), "registry", "churn@1")
-    p = screen(base, contract, foreign)
+    p, _ = screen(base, contract, foreign)
     assert p.reference is not None and p.reference.source == "none" and "'churn'" in p.reference.detail
     assert p.label_shift == []
 
@@ -234,7 +235,7 @@ def test_gaps_in_a_feature_are_screened_not_a_crash(contract: DataContract, refe
     df = sample.generate(500, 3)
     df["income"] = df["income"].astype(float)
     df.loc[::7, "income"] = np.nan
-    p = screen(df, contract, reference)
+    p, _ = screen(df, contract, reference)
     assert p.screened and 0 < p.outlier_share < 1
     assert next(d for d in p.drift if d.feature == "income" and d.group == "all").ks < 0.2
 
@@ -242,8 +243,8 @@ def test_gaps_in_a_feature_are_screened_not_a_crash(contract: DataContract, refe
 @pytest.mark.parametrize("rows", [0, 1, 12])
 def test_tiny_datasets_are_screened_not_a_crash(rows: int, contract: DataContract, reference: profile.Reference) -> None:
     """Too few rows to fold or to profile: figures where they mean something, and the row bound denies."""
-    p = screen(sample.generate(50, 3).head(rows), contract, reference)
-    assert p.screened and p.label_issues == [] and (p.profile is None) == (rows == 0)
+    p, own = screen(sample.generate(50, 3).head(rows), contract, reference)
+    assert p.screened and p.label_issues == [] and (own is None) == (p.profile_sha256 is None) == (rows == 0)
 
 
 def test_a_reference_read_back_from_canonical_json_screens_the_same(base: pd.DataFrame, contract: DataContract,
@@ -252,5 +253,5 @@ def test_a_reference_read_back_from_canonical_json_screens_the_same(base: pd.Dat
     assert reference.profile is not None
     stored = profile.ReferenceProfile.model_validate(json.loads(canonical_json(reference.profile.model_dump(mode="json"))))
     assert list(stored.distributions) != reference.profile.features  # the keys did come back sorted
-    p = screen(base, contract, profile.Reference.of(stored, "registry", "credit@x (dev)"))
+    p, _ = screen(base, contract, profile.Reference.of(stored, "registry", "credit@x (dev)"))
     assert p.triggers == []

@@ -40,6 +40,20 @@ def test_good_run_passes_every_gate_and_serves(good_run: RunResult, home: Path) 
     assert AuditLog(home / "audit" / "decisions.jsonl").verify() >= 5
 
 
+def test_the_accepted_datasets_profile_is_the_next_ingests_reference(good_run: RunResult) -> None:
+    """Ingest writes the dataset's profile as an artifact of its own, named by digest in the data evidence;
+    promote stores it signed beside the model, and the next ingest for the model screens against it."""
+    from mlsec.digest import sha256_file
+    from mlsec.ingest.evidence import DataEvidence
+    from mlsec.registry.reference import for_ingest
+
+    assert good_run.succeeded and good_run.run_dir is not None, good_run.error
+    evidence = DataEvidence.model_validate_json((good_run.run_dir / "ingest" / "evidence").read_bytes())
+    assert evidence.poisoning.profile_sha256 == sha256_file(good_run.run_dir / "ingest" / "profile")
+    got = for_ingest("credit", "dev")
+    assert got.used.source == "registry" and got.used.sha256 == evidence.poisoning.profile_sha256
+
+
 def test_every_decision_can_be_judged_again_from_the_run(good_run: RunResult, engine: InProcessEngine) -> None:
     """The run keeps each gate's evidence and history: `mlsec policy replay` reproduces every decision."""
     from mlsec.gates.replay import replay_run

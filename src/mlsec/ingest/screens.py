@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from mlsec.evidence import Strict
+from mlsec.evidence import Sha256, Strict
 from mlsec.ingest.contract import DataContract
 from mlsec.ingest.profile import (
     Distribution, Reference, ReferenceProfile, ReferenceUsed, build, coded_pairs, decile_edges, labels, numeric, value_key,
@@ -92,7 +92,9 @@ class PoisoningScreen(Strict):
     duplicate_share: float = Field(default=0.0, ge=0, le=1)
     near_duplicate_share: float = Field(default=0.0, ge=0, le=1)
     outlier_share: float = Field(default=0.0, ge=0, le=1)
-    profile: ReferenceProfile | None = None  # this dataset's own profile: the next ingest's reference once accepted
+    # SHA-256 of this dataset's own profile (its canonical JSON), which ingest writes as an artifact of its
+    # own: promote stores the file's bytes as the next ingest's reference only if they hash to this.
+    profile_sha256: Sha256 | None = None
 
 
 def _r(x: float) -> float:
@@ -233,8 +235,10 @@ def outlier_share(x: pd.DataFrame) -> float:
     return float(np.mean(forest.fit_predict(x.to_numpy()) == -1))
 
 
-def screen(df: pd.DataFrame, contract: DataContract, reference: Reference) -> PoisoningScreen:
-    """Every screen over a contract-valid frame (features numeric, label 0/1), and the frame's own profile."""
+def screen(df: pd.DataFrame, contract: DataContract,
+           reference: Reference) -> tuple[PoisoningScreen, ReferenceProfile | None]:
+    """Every screen over a contract-valid frame (features numeric, label 0/1), naming the frame's own profile
+    by digest, and that profile (None for no rows)."""
     ref, used = reference.profile, reference.used
     features = list(contract.features)
     x = numeric(df, features)
@@ -249,7 +253,8 @@ def screen(df: pd.DataFrame, contract: DataContract, reference: Reference) -> Po
     log.info("ingest: poisoning screens over %d rows (reference: %s)", len(df), used.source)
     with threadpool_limits(1):  # one thread each: on a shared node, oversubscribed threads cost more than they give
         result = _screen(x, y, df[cols], groups, conflicts, ref if comparable else None, used)
-    return result.model_copy(update={"profile": build(df, contract) if len(df) else None})
+    own = build(df, contract) if len(df) else None
+    return result.model_copy(update={"profile_sha256": own.sha256 if own else None}), own
 
 
 def _screen(x: pd.DataFrame, y: np.ndarray, rows: pd.DataFrame, groups: np.ndarray | None, conflicts: int,

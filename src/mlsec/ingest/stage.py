@@ -27,7 +27,7 @@ from mlsec.ingest.evidence import (
     ContractResult, DataEvidence, IngestError, PiiReport, PoisoningScreen, Provenance, Transformation,
 )
 from mlsec.ingest.patterns import redact
-from mlsec.ingest.profile import Reference, shipped
+from mlsec.ingest.profile import Reference, ReferenceProfile, shipped
 from mlsec.ingest.pii import DETECTOR, Tokenizer, protect, raw_pii_remaining, undeclared_findings
 from mlsec.ingest.redact import column_label, safe_message
 from mlsec.ingest.screens import screen
@@ -44,6 +44,7 @@ DATASET = "data.csv"
 class IngestResult:
     dataset: Path | None  # None: the data was not clean, nothing was written
     evidence: DataEvidence
+    profile: ReferenceProfile | None = None  # the clean dataset's own, which evidence.poisoning names by digest
 
 
 def parse(raw: bytes, contract: DataContract) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -144,6 +145,8 @@ def _ingest(uri: str, raw: bytes, contract: DataContract, out_dir: Path, name: s
         write_secret(dataset, protected.to_csv(index=False, lineterminator="\n").encode())
         steps.append(Transformation(step="write", detail="csv, utf-8, declared PII protected"))
     labels = {c: column_label(str(c), i, contract.columns) for i, c in enumerate(typed.columns)}
+    # The full screens need clean, typed data; anything else is denied for its own reasons first.
+    poisoning, own = screen(protected, contract, reference) if dataset else (poisoning_screen(protected, contract), None)
     evidence = DataEvidence(
         subject=Subject(name=name, digest=sha256_file(dataset) if dataset else NOTHING),
         rows=len(protected),
@@ -153,12 +156,11 @@ def _ingest(uri: str, raw: bytes, contract: DataContract, out_dir: Path, name: s
         pii=PiiReport(declared={c: p.action for c, p in contract.pii_columns.items()},
                       undeclared_findings=findings, raw_pii_remaining=remaining, detector=DETECTOR),
         provenance=_provenance(uri, raw, fmt, formulas),
-        # The full screens need clean, typed data; anything else is denied for its own reasons first.
-        poisoning=screen(protected, contract, reference) if dataset else poisoning_screen(protected, contract),
+        poisoning=poisoning,
         errors=errors,
         transformations=steps,
     )
-    return IngestResult(dataset=dataset, evidence=evidence)
+    return IngestResult(dataset=dataset, evidence=evidence, profile=own)
 
 
 def _failed(uri: str, contract: DataContract | None, raw: bytes | None, error: IngestError, name: str) -> IngestResult:

@@ -1,7 +1,9 @@
 """The ingest stage as a pipeline task. It does not fail: a bad source is a data-gate deny with the reason.
 
 The dataset artifact is the clean dataset (0600), or an empty 0600 file when the data was refused (the
-evidence's subject is then the digest of no bytes), so the artifact exists for KFP either way.
+evidence's subject is then the digest of no bytes), so the artifact exists for KFP either way. The profile
+artifact is the clean dataset's reference profile as canonical JSON (the evidence names it by digest), or
+an empty file likewise.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from mlsec.ingest import stage
 
 
 def run(source: str, contract: str, dataset_out: Path, evidence_out: Path, model_name: str = "",
-        stage_name: str = "dev") -> None:
+        stage_name: str = "dev", profile_out: Path | None = None) -> None:
     """model_name: screen against the signed reference of the version `stage_name` follows (else the sample's)."""
-    from mlsec.registry.reference import for_ingest
+    from mlsec.registry.reference import for_ingest, write_profile
 
     work = dataset_out.with_name(dataset_out.name + ".work")
     try:
@@ -31,4 +33,6 @@ def run(source: str, contract: str, dataset_out: Path, evidence_out: Path, model
             write_secret(dataset_out, b"")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if profile_out is not None:
+        write_profile(profile_out, result.profile)
     result.evidence.write(evidence_out)

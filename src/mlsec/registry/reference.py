@@ -7,6 +7,12 @@ version the stage's newest signed promotion names (Registry.head), and believes 
 with a gate key trusted for that stage's environment and is about that model and digest. Anything else
 (missing, unsigned, forged, signed by another environment's key, about another model) is no reference,
 with the reason: the data gate then warns or denies per policy data.
+
+The profile reaches promote as ingest's own artifact (its canonical JSON), not inside the data evidence:
+the evidence names it by SHA-256, and promote stores the file only if its bytes hash to the digest that a
+signed, allowing data decision judged. A file swapped in the artifact store is refused and nothing is
+stored; the promotion itself goes on (the model does not depend on the file, and the next ingest then
+screens against the shipped reference and says why).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +29,7 @@ from securesystemslib.signer import CryptoSigner
 
 from mlsec.config import Settings, policy_dir
 from mlsec.digest import canonical_json, sha256_bytes
+from mlsec.fsutil import write_secret
 from mlsec.gates.attest import (
     STATEMENT_TYPE, AttestationError, SignedDecision, gate_trust, open_envelope, sign_statement,
 )
@@ -95,19 +103,59 @@ def read(registry: Registry, name: str, stage: str) -> Reference:
     return Reference.none(f"{name}@{version} ({stage}) has no signed reference profile{why}")
 
 
-def store_accepted(registry: Registry, name: str, version: str, model_digest: str, evidence: DataEvidence,
-                   history: Sequence[SignedDecision], signer: CryptoSigner) -> str | None:
-    """Stores the profile the data evidence carries once a version is promoted, if that evidence is what a
-    signed, allowing data-gate decision judged (history: verified decisions); None, logged, otherwise."""
+def encode(profile: ReferenceProfile) -> bytes:
+    """A profile as ingest writes its artifact: canonical JSON, the bytes ReferenceProfile.sha256 is of."""
+    return canonical_json(profile.model_dump(mode="json"))
+
+
+def write_profile(path: Path, profile: ReferenceProfile | None) -> None:
+    """Ingest's profile artifact: the clean dataset's profile, or no bytes when there is none (so KFP has a file)."""
+    write_secret(path, encode(profile) if profile is not None else b"")
+
+
+class NotAccepted(Exception):
+    """No accepted profile to store, and why."""
+
+
+class ProfileMismatch(NotAccepted):
+    """The profile file is not the one the judged data evidence names: it was swapped or damaged on the way."""
+
+
+def judged_profile(body: bytes | None, evidence: DataEvidence, history: Sequence[SignedDecision]) -> ReferenceProfile:
+    """The profile in `body` (ingest's artifact), if the data evidence is what a signed, allowing data-gate
+    decision judged (history: verified decisions) and it names these bytes' digest; NotAccepted otherwise
+    (ProfileMismatch when the bytes are not the ones named)."""
     digest = sha256_bytes(canonical_json(evidence.model_dump(mode="json")))
     judged = any(s.decision.gate == "data" and s.decision.allow and s.decision.evidence_sha256 == digest
                  and s.decision.subject == evidence.subject.digest for s in history)
-    profile = evidence.poisoning.profile
-    if profile is None or not judged:
-        log.warning("registry: no reference profile stored for %s %s: %s", name, version,
-                    "the data evidence carries none" if profile is None else "no signed data decision judged it")
+    named = evidence.poisoning.profile_sha256
+    if named is None:
+        raise NotAccepted("the data evidence names no profile")
+    if not judged:
+        raise NotAccepted("no signed, allowing data decision judged the data evidence that names it")
+    if body is None:
+        raise NotAccepted("no profile file reached promote")
+    got = sha256_bytes(body)
+    if got != named:
+        raise ProfileMismatch(f"the profile file ({len(body)} bytes, sha256 {got}) is not the profile {named} "
+                              f"that the judged data evidence names: swapped or damaged after ingest")
+    return ReferenceProfile.model_validate_json(body)  # ingest's own bytes, as the signed decision judged them
+
+
+def store_accepted(registry: Registry, name: str, version: str, model_digest: str, evidence: DataEvidence,
+                   profile: bytes | None, history: Sequence[SignedDecision], signer: CryptoSigner) -> str | None:
+    """Once a version is promoted, signs and stores the profile ingest wrote (`profile`, the artifact's bytes)
+    as the next ingest's reference, if the judged data evidence names exactly those bytes; None, logged,
+    otherwise (a mismatch as an error: nothing is stored, the promotion stands)."""
+    try:
+        accepted = judged_profile(profile, evidence, history)
+    except ProfileMismatch as e:
+        log.error("registry: reference profile of %s %s REFUSED, none stored: %s", name, version, e)
         return None
-    return store(registry, name, version, model_digest, evidence.subject.digest, profile, signer)
+    except NotAccepted as e:
+        log.warning("registry: no reference profile stored for %s %s: %s", name, version, e)
+        return None
+    return store(registry, name, version, model_digest, evidence.subject.digest, accepted, signer)
 
 
 def for_ingest(name: str, stage: str) -> Reference:

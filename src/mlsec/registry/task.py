@@ -33,7 +33,9 @@ def registry_from_env() -> Registry:
 
 def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: Path, model_name: str, stage: str,
         author: str, decisions_out: Path, release_out: Path, environment: str | None = None,
-        promotion_evidence_out: Path | None = None) -> None:
+        promotion_evidence_out: Path | None = None, profile: Path | None = None) -> None:
+    """profile: ingest's profile artifact, stored as the next ingest's reference if the data evidence that a
+    signed data decision judged names its bytes (mlsec.registry.reference.store_accepted)."""
     settings = Settings()
     env = environment or settings.environment  # the same policy environment as the pipeline's other gates
     history = read_history(decisions, gate_trust(settings.key_dir))  # only decisions a trusted gate key signed
@@ -51,7 +53,8 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
     if not decision.allow:
         raise GateDenied(decision)
     # The accepted dataset's profile, signed beside the model: the next ingest's reference (issue 12).
-    reference.store_accepted(reg, model_name, record.version, record.model_digest, data, history,
+    reference.store_accepted(reg, model_name, record.version, record.model_digest, data,
+                             profile.read_bytes() if profile is not None else None, history,
                              configured_signer(settings, env))
     namespace = os.environ.get("MLSEC_NAMESPACE", "mlsec-serving")
     images: list[ImageSignature] = []
