@@ -137,3 +137,9 @@ prove: $(STAMP)
 	$(BIN)/mlsec threats check --prove
 	MLSEC_MUTANTS=all $(BIN)/python -m pytest -q tests/test_policy_mutations.py
 	$(BIN)/mlsec threats report -o local_outputs/threat-report
+
+# Key rotation through prod (issue 15, T23): dev → staging → prod, rotate, pull prod with the new key alone and
+# serve it over HTTP. ~40 s on 2 cores; make test plays the same rotation on dev.
+.PHONY: test-rotation
+test-rotation: $(STAMP)
+	MLSEC_ROTATION_PROD=1 $(BIN)/python -m pytest -q tests/test_incident_rotate.py

@@ -60,11 +60,12 @@ def _create(root: Path, rel: str) -> int:
     return os.open(_inside(root, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
-def download(s3: Any, bucket: str, prefix: str, root: Path) -> list[str]:
-    """model.sig and provenance first, then only the files model.sig names, under root/model/."""
+def download(s3: Any, bucket: str, prefix: str, root: Path, signature_prefix: str | None = None) -> list[str]:
+    """model.sig and provenance first (from signature_prefix: a re-signed set, else the version's own), then
+    only the files model.sig names, under root/model/."""
     for rel in FIXED:
         with os.fdopen(_create(root, rel), "wb") as f:
-            s3.download_fileobj(bucket, prefix + rel, f)
+            s3.download_fileobj(bucket, (signature_prefix or prefix) + rel, f)
     files = signed_files((root / signing.SIGNATURE).read_bytes())
     for rel in files:
         with os.fdopen(_create(root, f"{signing.MODEL}/{rel}"), "wb") as f:

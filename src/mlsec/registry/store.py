@@ -5,6 +5,8 @@ models/<name>/<version>/evidence/<gate>/<sha256>.json  what the data and trainin
 models/<name>/<version>/attestations/<id>.dsse.json  gate decisions about this version, as signed VSAs
 models/<name>/<version>/approvals/<stage>/<id>.json  approvals, each signed by its approver
 models/<name>/<version>/manifest.json                cache of the above, written last (upload complete)
+models/<name>/<version>/signatures/<key hint>/{model.sig, provenance.dsse.json}  re-signed after a key
+                                                     rotation (locked); used when the active key's is there
 promotions/<name>/<stage>/<time>-<id>.dsse.json      signed promotion decisions, named in time order
 aliases/<name>/<stage>.json                          cache of the newest promotion; moved by conditional write
 revocations/<name>/<version>.json                    signed, COMPLIANCE-locked; any version of it revokes
@@ -44,7 +46,9 @@ from mlsec.registry.records import (
 )
 from mlsec.sign import stage as signing
 from mlsec.sign.evidence import SigningEvidence
-from mlsec.sign.methods import Trust
+from mlsec.sign.keyring import key_hint
+from mlsec.sign.keys import load_public
+from mlsec.sign.methods import Trust, as_trust
 from mlsec.train.evidence import Metrics, TrainingEvidence
 
 log = logging.getLogger(__name__)
@@ -238,13 +242,33 @@ class Registry:
         return record
 
     # -- verify from the registry's own copy ---------------------------------------------------
+    def signature_set(self, name: str, version: str, trust: Trust | Path | None) -> str | None:
+        """The prefix of the set re-signed with the trusted active key (mlsec.incident.rotate), if stored;
+        None: the version's own signature. Which set is used only picks the key: verification decides."""
+        t = as_trust(trust) if trust is not None else None
+        if t is None or t.method != "key" or t.public_key is None:
+            return None
+        prefix = f"{self._prefix(name, version)}signatures/{key_hint(load_public(t.public_key))}/"
+        return prefix if self._get(prefix + signing.SIGNATURE) is not None else None
+
+    def add_signature_set(self, name: str, version: str, hint: str, signature: bytes, provenance: bytes) -> None:
+        """Stores a re-signed signature and provenance beside the version; write-once, like the version."""
+        self._existing(name, version)
+        if len(hint) != 64 or not all(c in "0123456789abcdef" for c in hint):
+            raise RegistryError(f"key hint {hint!r} is not a sha256 hex digest")
+        prefix = f"{self._prefix(name, version)}signatures/{hint}/"
+        self._put_once(prefix + signing.ATTESTATION, provenance)
+        self._put_once(prefix + signing.SIGNATURE, signature)  # last: signature_set looks for it
+
     @contextmanager
-    def fetched(self, name: str, version: str) -> Iterator[tuple[Path, list[str]]]:
-        """The signed file set of a version, downloaded into a private directory (removed afterwards)."""
+    def fetched(self, name: str, version: str, trust: Trust | Path | None = None) -> Iterator[tuple[Path, list[str]]]:
+        """The signed file set of a version, downloaded into a private directory (removed afterwards); with
+        trust, the set re-signed with its active key where there is one."""
         root = fetch.private_dir("mlsec-pull-")
         try:
             try:
-                files = fetch.download(self.s3, self.bucket, self._prefix(name, version), root)
+                files = fetch.download(self.s3, self.bucket, self._prefix(name, version), root,
+                                       self.signature_set(name, version, trust))
             except ClientError as e:
                 raise RegistryError(f"{name} {version}: cannot download its signed files ({_code(e)})") from e
             except fetch.FetchError as e:
@@ -292,7 +316,7 @@ class Registry:
         signing_ev: SigningEvidence | None = None
         files: list[str] = []
         try:
-            with self.fetched(name, version) as (root, files):
+            with self.fetched(name, version, trust) as (root, files):
                 signing_ev = signing.evidence(root, name, trust)  # signature and attestation, each checked once
         except RegistryError as e:  # the signed files cannot be fetched: a fact for the gate, not a crash
             log.warning("registry: %s %s failed verification: %s", name, version, e)
@@ -308,7 +332,8 @@ class Registry:
         metrics = training.metrics if isinstance(training, TrainingEvidence) else record.metrics
         mismatches = [f for f, ok in (
             ("files", set(record.files) == set(files)),
-            ("signer", record.signer == signer),
+            # re-signed after a rotation: the manifest names the retired key that signed first
+            ("signer", record.signer in (signer, *(r.fingerprint for r in as_trust(trust).retired))),
             ("dataset_digest", record.dataset_digest == dataset),
             ("metrics", record.metrics == metrics),
             ("decisions", {d.digest for d in record.decisions} <= {s.decision.digest for s in decisions}),
@@ -577,7 +602,7 @@ class Registry:
         if why := self.revocation(name, version):
             raise RegistryError(f"{name} version {version} is revoked: {why}")
         record = self._existing(name, version)
-        with self.fetched(name, version) as (root, files):
+        with self.fetched(name, version, trust) as (root, files):
             try:
                 verified = signing.verify(root, trust)
             except ValueError as e:

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mlsec.sign import attestation
+from mlsec.sign import attestation, keyring
+from mlsec.sign.keyring import RetiredKey
 from mlsec.sign.keys import KeyPair, key_fingerprint, load_public
 
 Method = Literal["key", "certificate", "sigstore"]
@@ -124,6 +125,7 @@ class Trust:
     chain: list[Path] = field(default_factory=list)
     identity: str | None = None
     issuer: str | None = None
+    retired: tuple[RetiredKey, ...] = ()  # key method: verify-only keys, each until its date (mlsec.sign.keyring)
 
     @classmethod
     def from_env(cls, public_key: Path | None) -> Trust:
@@ -149,8 +151,25 @@ class Trust:
             return cfg.use_sigstore_verifier(identity=self.identity or "", oidc_issuer=self.issuer or "")
         if self.method == "certificate":
             return cfg.use_certificate_verifier(certificate_chain=self.chain)
+        return _KeyForSignature(self)
+
+    def key_for(self, signature: Path) -> Path:
+        """The trusted public key to verify this signature with: the active key, or a retired key whose
+        hint the signature carries while that key is still valid. A retired key past its date raises."""
         assert self.public_key is not None  # from_env and as_trust guarantee it for "key"
-        return cfg.use_elliptic_key_verifier(public_key=self.public_key)
+        if not self.retired:
+            return self.public_key
+        try:
+            hint = json.loads(signature.read_text())["verificationMaterial"]["publicKey"]["hint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.public_key  # verification with the active key names what is wrong
+        for r in self.retired:
+            if keyring.key_hint(load_public(r.public_key)) == hint:
+                if not keyring.trusted_on(r, keyring.today()):
+                    raise ValueError(f"signed by the retired key {r.fingerprint}, trusted for verification only "
+                                     f"until {r.verify_until.isoformat()}")
+                return r.public_key
+        return self.public_key
 
     def _leaf_key(self, signature: Path) -> ec.EllipticCurvePublicKey:
         """The signing certificate's key, read from a signature model-signing has already verified."""
@@ -167,13 +186,11 @@ class Trust:
             return f"{self.identity}@{self.issuer}"
         if self.method == "certificate":
             return key_fingerprint(self._leaf_key(signature))
-        assert self.public_key is not None
-        return key_fingerprint(load_public(self.public_key))
+        return key_fingerprint(load_public(self.key_for(signature)))
 
     def verify_attestation(self, envelope: Path, signature: Path) -> attestation.VerifiedAttestation:
         if self.method == "key":
-            assert self.public_key is not None
-            return attestation.verify(envelope, self.public_key)
+            return attestation.verify(envelope, self.key_for(signature))
         if self.method == "certificate":
             return attestation.verify(envelope, self._leaf_key(signature))
         return attestation.read_statement(json.dumps(self.open_statement(envelope.read_bytes(), signature)).encode())
@@ -182,7 +199,7 @@ class Trust:
         """The statement a signed document (sign_document's output) carries, once it verifies with this
         trust; ValueError otherwise. signature: the model's model.sig (a certificate trust's leaf key)."""
         if self.method != "sigstore":
-            key = load_public(self.public_key) if self.method == "key" and self.public_key else self._leaf_key(signature)
+            key = load_public(self.key_for(signature)) if self.method == "key" else self._leaf_key(signature)
             return attestation.open_signed(document, key)
         from sigstore.models import Bundle
         from sigstore.verify import Verifier
@@ -199,16 +216,51 @@ class Trust:
 
 
 def configured_trust(key_dir: Path) -> Trust:
-    """The trust verifiers use here: per MLSEC_SIGNING_METHOD, with the key from MLSEC_PUBLIC_KEY/key_dir."""
+    """The trust verifiers use here: per MLSEC_SIGNING_METHOD, with the key from MLSEC_PUBLIC_KEY/key_dir
+    and, after a rotation, the retired keys of the trust file (verify-only, each until its date)."""
+    from dataclasses import replace
+
     from mlsec.sign.keys import public_key
 
-    return Trust.from_env(public_key(key_dir) if _method() == "key" else None)
+    trust = Trust.from_env(public_key(key_dir) if _method() == "key" else None)
+    if trust.method != "key" or trust.public_key is None:
+        return trust
+    ring = keyring.load(keyring.trust_path(key_dir))
+    fp = key_fingerprint(load_public(trust.public_key))
+    if ring.active is not None and fp != ring.active:
+        raise SigningError(f"the configured public key {fp} is not the active signing key {ring.active} "
+                           f"({keyring.trust_path(key_dir)}); configure the active key")
+    return replace(trust, retired=ring.retired)
 
 
 def configured_signing(key_dir: Path, *, create_key: bool) -> Signing:
     from mlsec.sign.keys import configured
 
-    return Signing.from_env(None if _method() == "sigstore" else configured(key_dir, create=create_key))
+    keys = None if _method() == "sigstore" else configured(key_dir, create=create_key)
+    if keys is not None and keys.public_key.exists():
+        fp = key_fingerprint(load_public(keys.public_key))
+        if (r := keyring.load(keyring.trust_path(key_dir)).is_retired(fp)) is not None:
+            raise SigningError(f"the signing key {fp} was retired (verify-only until {r.verify_until.isoformat()}); "
+                               "it never signs again: configure the active key")
+    return Signing.from_env(keys)
+
+
+class _KeyForSignature:
+    """model-signing's verifier for the key a signature names among the trusted ones (Trust.key_for)."""
+
+    def __init__(self, trust: Trust) -> None:
+        self._trust = trust
+        self._hashing: Any = None
+
+    def set_hashing_config(self, hashing: Any) -> _KeyForSignature:
+        self._hashing = hashing
+        return self
+
+    def verify(self, model: Path, signature: Path) -> None:
+        import model_signing
+
+        cfg = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=self._trust.key_for(Path(signature)))
+        (cfg.set_hashing_config(self._hashing) if self._hashing is not None else cfg).verify(model, signature)
 
 
 def as_trust(trust: Trust | Path) -> Trust:

@@ -1,6 +1,6 @@
 """Incident response that acts (docs/incident-response.md): block a client on a running server, revoke a
-model and move its aliases back through the promotion gate; every action appended to a hash-chained
-incident log.
+model and move its aliases back through the promotion gate, rotate the model-signing key (rotate.py);
+every action appended to a hash-chained incident log.
 
 The blocklist is a JSON file the server's guard rereads when it changes (one stat per request), so a
 block takes effect on the next request without a restart.
@@ -12,8 +12,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,20 @@ def add_parser(sub: Any) -> None:
     bc.add_argument("--reason", required=True)
     bc.add_argument("--by", help="who acts (default: your login)")
     bc.add_argument("--blocklist", help="the file the server watches (default: MLSEC_HOME/serve/blocklist.json)")
+    rk = ins.add_parser("rotate-signing-key", help="new model-signing key; re-sign what prod and staging serve "
+                        "once it verifies with the old key; the old key verifies only until a date")
+    rk.add_argument("--old-key-valid-until", type=_day, default=None,
+                    help="last day (UTC, YYYY-MM-DD) a signature by the old key is accepted (default: in 30 days)")
+    rk.add_argument("--stage", action="append", help="stages whose versions are re-signed (default: prod, staging)")
+    rk.add_argument("--by", help="who acts (default: your login)")
     inc.set_defaults(func=run)
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from e
 
 
 def run(args: Any) -> int:
@@ -175,6 +189,10 @@ def run(args: Any) -> int:
     from mlsec.registry.task import registry_from_env
     from mlsec.sign.methods import configured_trust
 
+    if args.incident_cmd == "rotate-signing-key":
+        with _registry_access(settings):
+            return _rotate(args, registry_from_env(), settings.key_dir, configured_trust(settings.key_dir),
+                           audit_path, by)
     with _registry_access(settings):
         reg = registry_from_env()
         trust, engine = configured_trust(settings.key_dir), configured_engine(settings)
@@ -193,3 +211,23 @@ def run(args: Any) -> int:
         print(f"  {m.stage}: {'-> ' + m.to if m.to else 'no earlier version'} "
               f"{'allowed' if m.allowed else 'DENIED: ' + '; '.join(m.reasons)}")
     return 0 if all(m.allowed for m in moves) else 1
+
+
+def _rotate(args: Any, reg: Any, key_dir: Path, old: Any, audit_path: Path, by: str) -> int:
+    from mlsec.incident import rotate
+
+    until = args.old_key_valid_until or datetime.now(timezone.utc).date() + timedelta(days=30)
+    stages = tuple(args.stage or rotate.SERVED_STAGES)
+    r = rotate.rotate(reg, key_dir, old, until, audit_path, by, stages)
+    print(f"signing key rotated: {r.old} -> {r.new}; the old key verifies only until {until.isoformat()} "
+          "and never signs again")
+    for v in r.versions:
+        print(f"  {v.model} {v.version} ({', '.join(v.stages)}): {v.status} {v.detail}")
+    print(f"new key in {key_dir} (private key 0600, never printed); trust file {key_dir / 'signing-trust.json'}.\n"
+          "In a cluster: update Secret mlsec-signing-key (signing.key) for the sign task, Secret mlsec-signing-pub "
+          "(signing.pub) and ConfigMap mlsec-signing-trust (signing-trust.json, retired/) for the gates, registry "
+          f"and server, and add {r.new} to signing.allowed_signers in each environment's policy data.")
+    if r.refused:
+        print(f"REFUSED {len(r.refused)} version(s) that do not verify with the old key: not re-signed; revoke "
+              "them (mlsec incident revoke-model) and find how they were changed", file=sys.stderr)
+    return 1 if r.refused else 0
