@@ -11,13 +11,16 @@ UID = 10001
 CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S3_BUCKET", "MLSEC_OPA_URL",
                "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
                "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX",
-               "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR", "MLSEC_PII_TOKEN_KEY_FILE"]
+               "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR", "MLSEC_PII_TOKEN_KEY_FILE",
+               "MLSEC_REFERENCE_S3_CREDENTIALS_DIR"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
 GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
 GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
 DATA_S3_DIR = "/etc/mlsec/s3-data"  # MLSEC_DATA_S3_CREDENTIALS_DIR: the read-only identity ingest reads with
 PII_TOKEN_DIR = "/etc/mlsec/pii-token"  # MLSEC_PII_TOKEN_KEY_FILE: PII_TOKEN_DIR/key, the HMAC key of `tokenize`
 AUDIT_S3_DIR = "/etc/mlsec/s3-audit"  # MLSEC_AUDIT_S3_CREDENTIALS_DIR: writes <bucket>/audit/ and nothing else
+# MLSEC_REFERENCE_S3_CREDENTIALS_DIR: reads the registry's aliases, promotion records and reference records only
+REFERENCE_S3_DIR = "/etc/mlsec/s3-reference"
 
 
 def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, public_key: bool = False,
@@ -30,6 +33,8 @@ def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, p
                                                        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
     if data_source:  # ingest parses untrusted files: it holds no write credential, only the data reader
         kubernetes.use_secret_as_volume(task, "mlsec-s3-data", mount_path=DATA_S3_DIR)
+        # and the registry reader of the signed reference profile the next dataset is screened against
+        kubernetes.use_secret_as_volume(task, "mlsec-s3-reference", mount_path=REFERENCE_S3_DIR)
         # The key of contracts that tokenize PII (mlsec.ingest.pii.Tokenizer); a contract without one needs none.
         kubernetes.use_secret_as_volume(task, "mlsec-pii-token", mount_path=PII_TOKEN_DIR, optional=True)
     if signing_key or public_key:

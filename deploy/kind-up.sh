@@ -75,7 +75,8 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 # Secrets are generated here and go straight into the cluster; nothing is written to the repo or printed.
 # S3 identities, each able to do only its job (src/mlsec/registry/seaweed.py ACTIONS, scoped to the bucket):
 # the pipeline writes (kubeflow: mlsec-s3), the server reads (mlsec-serving: mlsec-s3-reader), ingest reads
-# datasets (mlsec-s3-data), gates append to the audit log under $BUCKET/audit/ only (mlsec-s3-audit), and the
+# datasets (mlsec-s3-data) and reads the registry's reference profiles, aliases and promotion records only
+# (mlsec-s3-reference), gates append to the audit log under $BUCKET/audit/ only (mlsec-s3-audit), and the
 # admin sets up the bucket once, below; its key stays in mlsec-system and no workload mounts it.
 BUCKET=mlsec-models
 DATA_BUCKET=mlsec-data  # where datasets are read from (MLSEC_DATA_SOURCE_PREFIX in manifests/config.yaml)
@@ -89,6 +90,7 @@ read -r writer_access writer_secret <<<"$(pair)"
 read -r reader_access reader_secret <<<"$(pair)"
 read -r data_access data_secret <<<"$(pair)"
 read -r audit_access audit_secret <<<"$(pair)"
+read -r reference_access reference_secret <<<"$(pair)"
 cat > "$tmp/s3.json" <<JSON
 {"identities":[
  {"name":"admin","credentials":[{"accessKey":"$admin_access","secretKey":"$admin_secret"}],"actions":["Admin","Read","Write","List","Tagging"]},
@@ -99,7 +101,9 @@ cat > "$tmp/s3.json" <<JSON
  {"name":"data","credentials":[{"accessKey":"$data_access","secretKey":"$data_secret"}],
   "actions":["Read:$DATA_BUCKET","List:$DATA_BUCKET"]},
  {"name":"audit","credentials":[{"accessKey":"$audit_access","secretKey":"$audit_secret"}],
-  "actions":["Read:$BUCKET/audit/*","Write:$BUCKET/audit/*","GetObjectRetention:$BUCKET/audit/*","PutObjectRetention:$BUCKET/audit/*","List:$BUCKET"]}]}
+  "actions":["Read:$BUCKET/audit/*","Write:$BUCKET/audit/*","GetObjectRetention:$BUCKET/audit/*","PutObjectRetention:$BUCKET/audit/*","List:$BUCKET"]},
+ {"name":"reference","credentials":[{"accessKey":"$reference_access","secretKey":"$reference_secret"}],
+  "actions":["Read:$BUCKET/aliases/*","Read:$BUCKET/promotions/*","Read:$BUCKET/models/*/reference/*","List:$BUCKET"]}]}
 JSON
 run apply_generated kubectl -n mlsec-system create secret generic mlsec-s3-config --from-file=s3.json="$tmp/s3.json"
 s3_secret() { apply_generated kubectl -n "$1" create secret generic "$2" --from-literal=AWS_ACCESS_KEY_ID="$3" \
@@ -108,6 +112,7 @@ run s3_secret kubeflow mlsec-s3 "$writer_access" "$writer_secret"
 run s3_secret mlsec-serving mlsec-s3-reader "$reader_access" "$reader_secret"
 run s3_secret kubeflow mlsec-s3-data "$data_access" "$data_secret"
 run s3_secret kubeflow mlsec-s3-audit "$audit_access" "$audit_secret"  # gate tasks: the audit log only
+run s3_secret kubeflow mlsec-s3-reference "$reference_access" "$reference_secret"  # ingest: the signed reference only
 # The HMAC key of contracts that tokenize PII (ingest only).
 run apply_generated kubectl -n kubeflow create secret generic mlsec-pii-token --from-literal=key="$(token_key)"
 run s3_secret mlsec-system mlsec-s3-admin "$admin_access" "$admin_secret"

@@ -47,6 +47,9 @@ def test_s3_credentials_come_from_a_secret(ir: tuple[dict[str, Any], dict[str, A
     assert "secretAsEnv" not in executors["exec-ingest"]
     ingest_mounts = {v["secretName"]: v for v in executors["exec-ingest"]["secretAsVolume"]}
     assert "mlsec-s3-data" in ingest_mounts
+    # and the registry reader of the signed reference (mlsec.registry.seaweed.reference_actions), it alone
+    assert ingest_mounts["mlsec-s3-reference"]["mountPath"] == "/etc/mlsec/s3-reference"
+    assert not [e for e, ex in executors.items() if e != "exec-ingest" and "mlsec-s3-reference" in str(ex)]
     assert ingest_mounts["mlsec-pii-token"]["optional"] is True  # only contracts that tokenize need the key
     assert not [e for e, ex in executors.items() if e != "exec-ingest" and "mlsec-pii-token" in str(ex)]
     # Gates hold no registry credential, only the audit writer's (it reaches <bucket>/audit/ alone).

@@ -231,7 +231,7 @@ def test_the_pipeline_holds_the_writer_identity_and_the_admin_key_is_mounted_now
 
 
 def test_seaweedfs_serves_only_s3_with_one_identity_per_role() -> None:
-    from mlsec.registry.seaweed import ACTIONS, audit_actions
+    from mlsec.registry.seaweed import ACTIONS, audit_actions, reference_actions
 
     weed = next(o for o in _plain() if o["kind"] == "Deployment" and o["metadata"]["name"] == "seaweedfs")
     args = weed["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -244,6 +244,9 @@ def test_seaweedfs_serves_only_s3_with_one_identity_per_role() -> None:
         assert json.dumps(scoped, separators=(",", ":")) in kind_up, role
     audit = audit_actions("$BUCKET")  # the audit writer is scoped to a key prefix, not a whole bucket
     assert '"name":"audit"' in kind_up and json.dumps(audit, separators=(",", ":")) in kind_up
+    ref = reference_actions("$BUCKET")  # ingest's reader of the signed reference, prefix-scoped likewise
+    assert '"name":"reference"' in kind_up and json.dumps(ref, separators=(",", ":")) in kind_up
+    assert "s3_secret kubeflow mlsec-s3-reference " in kind_up
 
 
 def _role_allows(rules: list[dict[str, Any]], obj: dict[str, Any], verb: str) -> bool:

@@ -10,6 +10,9 @@ Each credential can do only its job (s3.json, SeaweedFS's static identities with
 - "data" (ingest reading an s3:// dataset, MLSEC_DATA_S3_CREDENTIALS_DIR): read and list, nothing else.
 - "audit" (gates and promote appending to the shared audit log, MLSEC_AUDIT_S3_CREDENTIALS_DIR): read,
   write and lock objects under <bucket>/audit/ only, list the bucket; no model, record or alias.
+- "reference" (ingest looking up the signed reference profile, MLSEC_REFERENCE_S3_CREDENTIALS_DIR): read
+  aliases, promotion records and models/<name>/<version>/reference/ only, list the bucket; it writes
+  nothing and reads no model file, evidence or dataset.
 - "admin": creates the configured bucket with object lock when LocalS3 starts; nothing uses it after that.
 
 S3 is the only way in. Everything else `weed mini` listens on is closed to a client without secrets
@@ -78,7 +81,7 @@ def _pick_ports(n: int) -> list[int]:
     return ports
 
 
-ADMIN, PIPELINE, SERVER, DATA, AUDIT = "admin", "pipeline", "server", "data", "audit"
+ADMIN, PIPELINE, SERVER, DATA, AUDIT, REFERENCE = "admin", "pipeline", "server", "data", "audit", "reference"
 # SeaweedFS identity actions. Admin implies every action, including BypassGovernanceRetention and
 # PutBucketPolicy; neither is granted on its own to anyone else. Write covers put, delete (a delete
 # marker, or an unlocked version), multipart, versioning and lifecycle settings of a bucket.
@@ -89,7 +92,7 @@ ACTIONS: dict[str, list[str]] = {
     SERVER: ["Read", "List", "GetBucketObjectLockConfiguration"],
     DATA: ["Read", "List"],
 }
-ROLES = (*ACTIONS, AUDIT)
+ROLES = (*ACTIONS, AUDIT, REFERENCE)
 AUDIT_PREFIX = "audit"  # where S3AuditLog and CheckpointStore write (mlsec.gates.audit, .transparency)
 
 
@@ -102,8 +105,18 @@ def audit_actions(bucket: str) -> list[str]:
             f"List:{bucket}"]
 
 
+def reference_actions(bucket: str) -> list[str]:
+    """What ingest's reference lookup reads (mlsec.registry.reference.read: Registry.head reads the stage's
+    alias and every version of its promotion records, then lists and reads the version's reference
+    records) and nothing more. Ingest parses untrusted files, so it writes nothing here and reads no model
+    file, evidence or dataset: `models/*/reference/*` matches the reference directory of every version."""
+    return [f"Read:{bucket}/aliases/*", f"Read:{bucket}/promotions/*", f"Read:{bucket}/models/*/reference/*",
+            f"List:{bucket}"]
+
+
 def role_actions(buckets: tuple[str, ...]) -> dict[str, list[str]]:
-    return {**ACTIONS, AUDIT: [a for b in buckets for a in audit_actions(b)]}
+    return {**ACTIONS, AUDIT: [a for b in buckets for a in audit_actions(b)],
+            REFERENCE: [a for b in buckets for a in reference_actions(b)]}
 
 
 @dataclass
@@ -215,10 +228,11 @@ class LocalS3:
     @property
     def env(self) -> dict[str, str]:
         """What pipeline tasks read: the pipeline's credentials, and where the server's and ingest's read-only
-        ones and the audit writer's are."""
+        ones (datasets; the reference lookup) and the audit writer's are."""
         return {**self.env_for(PIPELINE), "MLSEC_SERVE_S3_CREDENTIALS_DIR": str(self.credentials_dir(SERVER)),
                 "MLSEC_DATA_S3_CREDENTIALS_DIR": str(self.credentials_dir(DATA)),
-                "MLSEC_AUDIT_S3_CREDENTIALS_DIR": str(self.credentials_dir(AUDIT))}
+                "MLSEC_AUDIT_S3_CREDENTIALS_DIR": str(self.credentials_dir(AUDIT)),
+                "MLSEC_REFERENCE_S3_CREDENTIALS_DIR": str(self.credentials_dir(REFERENCE))}
 
     def env_for(self, role: str) -> dict[str, str]:
         creds = self.identities[role]
@@ -243,7 +257,7 @@ class LocalS3:
             (self.data_dir / "weed").mkdir(exist_ok=True)
             self.identities = identities(self.data_dir / "s3.json", self.bucket_names)
             (self.data_dir / "credentials").mkdir(mode=0o700, exist_ok=True)
-            for role in (PIPELINE, SERVER, DATA, AUDIT):  # the admin's key stays in s3.json only
+            for role in (PIPELINE, SERVER, DATA, AUDIT, REFERENCE):  # the admin's key stays in s3.json only
                 creds = self.identities[role]
                 write_secret(self.credentials_dir(role) / "AWS_ACCESS_KEY_ID", creds.access_key.encode())
                 write_secret(self.credentials_dir(role) / "AWS_SECRET_ACCESS_KEY", creds.secret_key.encode())
