@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlsec.config import contract_path, sample_dataset
+from mlsec.config import contract_path
 from mlsec.digest import sha256_bytes
 from mlsec.gates.audit import AuditLog
 from mlsec.gates.decision import Decision
@@ -32,26 +32,15 @@ from mlsec.ingest.pii import scan
 from mlsec.ingest.redact import describe_value
 
 PII_COLUMNS = ("name", "email", "ssn", "phone")
-TEXT = {c: str for c in (*PII_COLUMNS, "zip", "gender")}
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLSEC_DATA_SOURCE_PREFIX", "MLSEC_DEPLOY_TARGET", "MLSEC_HOME", "MLSEC_KEY_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLSEC_DATA_DIRS", str(tmp_path / "in"))
-    (tmp_path / "in").mkdir()
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 @pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return pd.read_csv(sample_dataset(), dtype=TEXT)
-
-
-@pytest.fixture(scope="module")
-def raw_pii(sample: pd.DataFrame) -> set[str]:
+def raw_pii(sample_frame: pd.DataFrame) -> set[str]:
     """Every raw name, email, SSN and phone number in the input."""
-    return {v for c in PII_COLUMNS for v in sample[c]}
+    return {v for c in PII_COLUMNS for v in sample_frame[c]}
 
 
 def _csv(tmp_path: Path, df: pd.DataFrame, name: str = "input.csv") -> Path:
@@ -100,13 +89,13 @@ def test_clean_ingest_writes_an_owner_only_dataset_and_leaks_nothing(
 
 @pytest.mark.parametrize("attack", ["swapped_email_gender_headers", "undeclared_email_column"])
 def test_denied_ingest_leaks_no_pii_and_leaves_no_dataset(
-        attack: str, tmp_path: Path, sample: pd.DataFrame, raw_pii: set[str],
+        attack: str, tmp_path: Path, sample_frame: pd.DataFrame, raw_pii: set[str],
         written: Callable[[str], tuple[DataEvidence, Decision, Path]]) -> None:
     if attack == "swapped_email_gender_headers":
-        df = sample.rename(columns={"email": "gender", "gender": "email"})
+        df = sample_frame.rename(columns={"email": "gender", "gender": "email"})
         expected = 'column "gender" holds undeclared PII: 4000 email values'
     else:
-        df = sample.assign(contact=sample["email"])
+        df = sample_frame.assign(contact=sample_frame["email"])
         expected = 'column "#15 (header not in contract)" holds undeclared PII: 4000 email values'
     ev, decision, out = written(str(_csv(tmp_path, df)))
     assert not decision.allow and expected in decision.deny, decision.deny
@@ -119,22 +108,22 @@ def test_denied_ingest_leaks_no_pii_and_leaves_no_dataset(
     assert _leaks(tmp_path / "in", raw_pii)  # the control: the input itself does hold them
 
 
-def test_ge_examples_are_redacted(tmp_path: Path, sample: pd.DataFrame) -> None:
+def test_ge_examples_are_redacted(tmp_path: Path, sample_frame: pd.DataFrame) -> None:
     """Names in the gender column (undetectable by pattern) appear as their shape, emails as <email>."""
-    df = sample.rename(columns={"name": "gender", "gender": "name"})
+    df = sample_frame.rename(columns={"name": "gender", "gender": "name"})
     result = stage.run(str(_csv(tmp_path, df)), contract_path(), tmp_path / "work")
     (failure,) = result.evidence.contract.failures
     assert failure.startswith("gender: expect_column_values_to_be_in_set(value_set=['F', 'M', 'X']) failed on 4000 rows e.g. [<text 'Aa A")
-    assert not set(sample["name"]) & {w for w in failure.split("'")}
+    assert not set(sample_frame["name"]) & {w for w in failure.split("'")}
     assert result.dataset is None and not (tmp_path / "work").exists()
     assert describe_value("ada.lovelace@example.com") == "<email>" and describe_value(7) == "7"
     assert describe_value("123456789") == "<ssn>" and describe_value("Ada") == "<text 'Aa', 3 chars>"
 
 
-def test_numeric_columns_and_headers_are_scanned(tmp_path: Path, sample: pd.DataFrame) -> None:
+def test_numeric_columns_and_headers_are_scanned(tmp_path: Path, sample_frame: pd.DataFrame) -> None:
     cards = [4111111111111111, 5500005555555559, 4012888888881881]
-    df = sample.assign(notes=[cards[i % 3] for i in range(len(sample))],
-                       ids=[123456789 + (i % 7) * 1000 for i in range(len(sample))],
+    df = sample_frame.assign(notes=[cards[i % 3] for i in range(len(sample_frame))],
+                       ids=[123456789 + (i % 7) * 1000 for i in range(len(sample_frame))],
                        **{"grace.hopper@example.com": 1})
     result = stage.run(str(_csv(tmp_path, df)), contract_path(), tmp_path / "work")
     found = {(f.column, f.kind, f.matches, f.location) for f in result.evidence.pii.undeclared_findings}
@@ -300,9 +289,9 @@ def test_a_one_megabyte_cell_scans_in_linear_time(cell: str) -> None:
     assert large / max(small, 1e-4) < 30, f"{cell}: 100 kB {small:.3f}s, 1 MB {large:.3f}s"
 
 
-def test_an_oversized_cell_is_a_deny_and_still_scanned(tmp_path: Path, sample: pd.DataFrame,
+def test_an_oversized_cell_is_a_deny_and_still_scanned(tmp_path: Path, sample_frame: pd.DataFrame,
                                                        engine: InProcessEngine) -> None:
-    df = sample.head(600).assign(notes=["x" * 70_000 + " ada@example.com"] + [""] * 599)
+    df = sample_frame.head(600).assign(notes=["x" * 70_000 + " ada@example.com"] + [""] * 599)
     result = stage.run(str(_csv(tmp_path, df)), contract_path(), tmp_path / "work")
     decision = evaluate("data", result.evidence, environment="dev", engine=engine)
     assert any("ingest failed (cell_too_long): column #15 (header not in contract): 1 cells longer" in r
