@@ -8,7 +8,8 @@ from typing import Any
 
 from mlsec.config import Settings
 from mlsec.digest import sha256_json
-from mlsec.gates.attest import AttestationError, gate_trust, read_history
+from mlsec.gates.attest import AttestationError, GateTrust, gate_trust, read_history
+from mlsec.gates.decision import Decision
 from mlsec.registry.task import registry_from_env
 from mlsec.serve.deploy import apply, start_local
 from mlsec.serve.evidence import DeploymentEvidence
@@ -27,16 +28,23 @@ def admitted_objects(objects: list[dict[str, Any]], token: str) -> list[dict[str
     return stamp(objects, token)
 
 
-def run(release: Path, decisions: Path, endpoint_out: Path, admission: Path | None = None) -> None:
-    settings = Settings()
-    doc = json.loads(release.read_text())
-    plan = DeploymentEvidence.model_validate(doc)
+def allowed_release(decisions: Path, doc: dict[str, Any], trust: GateTrust) -> Decision:
+    """The last decision handed on: signed by a trusted gate key, the deployment gate's, an allow, and about
+    exactly this release (its evidence digest); a release changed after the gate is refused here."""
     try:
-        last = read_history(decisions, gate_trust(settings.key_dir))[-1].decision  # signed by a trusted gate key
+        last = read_history(decisions, trust)[-1].decision
     except (AttestationError, IndexError) as e:
         raise RuntimeError(f"refusing to deploy: the deployment decision cannot be trusted: {e}") from e
     if last.gate != "deployment" or not last.allow or last.evidence_sha256 != sha256_json(doc):
         raise RuntimeError("refusing to deploy: no allowing deployment decision for exactly these objects")
+    return last
+
+
+def run(release: Path, decisions: Path, endpoint_out: Path, admission: Path | None = None) -> None:
+    settings = Settings()
+    doc = json.loads(release.read_text())
+    plan = DeploymentEvidence.model_validate(doc)
+    allowed_release(decisions, doc, gate_trust(settings.key_dir))
     r = plan.release
     if r.target == "local":
         (server,) = plan.objects
