@@ -5,6 +5,7 @@ play the rewrites, truncations and forged witnesses it must still refuse."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,19 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> CryptoSigner:
     return load_signer(path)
 
 
-def _logs(tmp_path: Path, registry: Registry, signer: CryptoSigner) -> tuple[AuditLog, AuditLog]:
-    """(writer, verifier): the verifier holds only the public key."""
+@dataclass
+class Chain:
+    writer: AuditLog
+    verifier: AuditLog  # holds only the public key
+    witness: Witness
+
+
+@pytest.fixture
+def chain(tmp_path: Path, registry: Registry, signer: CryptoSigner) -> Chain:
     store = CheckpointStore(registry.s3, registry.bucket, retention_days=1)
     writer = AuditLog(tmp_path / "decisions.jsonl", store, signer, [signer.public_key])
-    return writer, AuditLog(writer.path, store, None, [signer.public_key])
+    return Chain(writer, AuditLog(writer.path, store, None, [signer.public_key]),
+                 Witness(tmp_path / "state" / "witness.json"))
 
 
 def _append(log: AuditLog, start: int, n: int) -> None:
@@ -38,10 +47,8 @@ def _append(log: AuditLog, start: int, n: int) -> None:
         log.append(_decision(i, allow=i % 2 == 1))
 
 
-def test_incremental_verify_reads_only_what_came_after_the_witness(tmp_path: Path, registry: Registry,
-                                                                   signer: CryptoSigner) -> None:
-    writer, verifier = _logs(tmp_path, registry, signer)
-    witness = Witness(tmp_path / "state" / "witness.json")
+def test_incremental_verify_reads_only_what_came_after_the_witness(chain: Chain) -> None:
+    writer, verifier, witness = chain.writer, chain.verifier, chain.witness
     _append(writer, 1, 6)
     assert verifier.check(witness).entries == 6  # full, and remembered
     _append(writer, 7, 3)
@@ -53,10 +60,8 @@ def test_incremental_verify_reads_only_what_came_after_the_witness(tmp_path: Pat
     assert verifier.check(witness, incremental=True).entries == verifier.check().entries == 10
 
 
-def test_incremental_verify_refuses_rewrites_and_truncations_after_the_witness(tmp_path: Path, registry: Registry,
-                                                                                signer: CryptoSigner) -> None:
-    writer, verifier = _logs(tmp_path, registry, signer)
-    witness = Witness(tmp_path / "witness.json")
+def test_incremental_verify_refuses_rewrites_and_truncations_after_the_witness(chain: Chain) -> None:
+    writer, verifier, witness = chain.writer, chain.verifier, chain.witness
     _append(writer, 1, 4)
     verifier.check(witness)
     _append(writer, 5, 4)
@@ -75,10 +80,8 @@ def test_incremental_verify_refuses_rewrites_and_truncations_after_the_witness(t
         verifier.check(witness)
 
 
-def test_forged_witness_is_refused_and_a_stale_one_costs_only_time(tmp_path: Path, registry: Registry,
-                                                                   signer: CryptoSigner) -> None:
-    writer, verifier = _logs(tmp_path, registry, signer)
-    witness = Witness(tmp_path / "witness.json")
+def test_forged_witness_is_refused_and_a_stale_one_costs_only_time(chain: Chain, tmp_path: Path, registry: Registry) -> None:
+    writer, verifier, witness = chain.writer, chain.verifier, chain.witness
     _append(writer, 1, 3)
     verifier.check(witness)
     stale = witness.path.read_text()
