@@ -26,6 +26,7 @@ from typing import Any
 from securesystemslib.signer import CryptoSigner
 
 from mlsec.config import contract_path, policy_dir, sample_dataset
+from mlsec.digest import canonical_json
 from mlsec.evidence import Subject
 from mlsec.gates.engine import HttpEngine, InProcessEngine, PolicyEngine, PolicyInput
 from mlsec.gates.attest import create_key, load_signer, sign_decision
@@ -160,14 +161,16 @@ def main() -> None:
         http_ms = {gate: latencies(remote, gate, ev, ds, args.n // 4, signer) for gate, (ev, ds) in cases.items()}
         server.stdin.close()
     print(f"{'gate':<11} {'in-process p50':>15} {'p99':>7} {'(engine p50':>12} {'p99)':>6} {'(signing p50':>13} "
-          f"{'p99)':>6} {'HTTP p50':>9} {'p99':>7}   (ms, n={args.n}; gate latency includes signing the decision)")
+          f"{'p99)':>6} {'HTTP p50':>9} {'p99':>7} {'evidence':>9}   (ms, n={args.n}; gate latency includes signing "
+          f"the decision; evidence: its canonical JSON, bytes)")
     worst = {"in-process": 0.0, "http": 0.0}
     for gate in cases:
         (a, engine, signs), (b, _, _) = local_ms[gate], http_ms[gate]
         worst["in-process"] = max(worst["in-process"], pct(a, 99))
         worst["http"] = max(worst["http"], pct(b, 99))
         print(f"{gate:<11} {pct(a, 50):15.3f} {pct(a, 99):7.3f} {pct(engine, 50):12.3f} {pct(engine, 99):6.3f}"
-              f" {pct(signs, 50):13.3f} {pct(signs, 99):6.3f} {pct(b, 50):9.3f} {pct(b, 99):7.3f}")
+              f" {pct(signs, 50):13.3f} {pct(signs, 99):6.3f} {pct(b, 50):9.3f} {pct(b, 99):7.3f}"
+              f" {len(canonical_json(cases[gate][0].model_dump(mode='json'))):9d}")
     print(f"host noise (p99/p50 of a fixed pure-Python task, before/after the in-process runs): "
           f"{noise_before:.2f}/{noise_after:.2f}")
     print(f"worst p99: in-process {worst['in-process']:.3f} ms (target 1 ms: "
