@@ -58,7 +58,8 @@ def depth(body: bytes) -> int:
 
 
 def parse_json(body: bytes) -> Any:
-    if depth(body) > MAX_DEPTH:
+    # Nesting never exceeds the count of opening brackets: the exact depth is computed only past that bound.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and depth(body) > MAX_DEPTH:
         raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(body.decode("utf-8"), parse_int=_int, parse_float=float, parse_constant=float)
@@ -207,7 +208,11 @@ def rows_from_tensors(inputs: Sequence[Any], cfg: ModelConfig) -> list[list[floa
         raise BadRequest(f'inputs must be one tensor "input" of shape [N, {len(features)}] '
                          f"or one tensor per feature {features}; got {shown(list(tensors))}")
     _batch(len(grid))
-    return [[check(cfg, where.format(r=r), f, v) for f, v in zip(features, row)] for r, row in enumerate(grid)]
+    out = []
+    for r, row in enumerate(grid):
+        at = where.format(r=r)
+        out.append([check(cfg, at, f, v) for f, v in zip(features, row)])
+    return out
 
 
 def rows(doc: Any, protocol: str, cfg: ModelConfig) -> list[list[float]]:
