@@ -2,13 +2,16 @@
 validation, extraction and drift monitoring, audit log) beside the same model behind a bare
 KServe endpoint, in one run. Target (issue 5): p99 at most 1.2x the bare endpoint.
 --protocol v2 sends OIP binary tensors (tritonclient's default) instead of V1 JSON rows (issue 16).
-    .venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--concurrency 4] [--protocol v1|v2]
+The two servers take turns, in rounds of alternating order, so load from elsewhere on the machine
+falls on both alike; the load average is printed with the result.
+    .venv/bin/python benchmarks/bench_serving.py [--requests 2000] [--concurrency 4] [--protocol v1|v2] [--rounds 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--protocol", choices=["v1", "v2"], default="v1")
+    parser.add_argument("--rounds", type=int, default=10, help="turns each server takes, in alternating order")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -104,21 +108,31 @@ def main() -> None:
                                     "--audit-log", str(root / "requests.jsonl")],
                                    stdout=(root / "guarded.log").open("wb"), stderr=subprocess.STDOUT)
         try:
-            results = {}
             # Binary bodies go without a Content-Type to the guard (as tritonclient sends them); bare kserve needs one.
             media = {"Content-Type": "application/json" if args.protocol == "v1" else "application/octet-stream"}
-            json_only = [media]
             with_keys = [{**(media if args.protocol == "v1" else {}), "Authorization": f"Bearer {k}"} for k in api_keys]
-            for name, port, headers in (("bare", bare_port, json_only), ("guarded", guarded_port, with_keys)):
-                url = f"http://127.0.0.1:{port}"
+            servers = {"bare": (f"http://127.0.0.1:{bare_port}", [media]),
+                       "guarded": (f"http://127.0.0.1:{guarded_port}", with_keys)}
+            for name, (url, headers) in servers.items():
                 _wait(url, root / f"{name}.log")
                 load(url, path, headers, bodies[:200], args.concurrency)  # warm up
-                results[name] = load(url, path, headers, bodies, args.concurrency)
+            seconds: dict[str, float] = {name: 0.0 for name in servers}
+            latencies: dict[str, list[float]] = {name: [] for name in servers}
+            rounds = max(1, min(args.rounds, args.requests // args.concurrency))
+            for r in range(rounds):
+                part = bodies[r::rounds]
+                for name in ("bare", "guarded") if r % 2 == 0 else ("guarded", "bare"):
+                    url, headers = servers[name]
+                    rps, times = load(url, path, headers, part, args.concurrency)
+                    seconds[name] += len(part) / rps
+                    latencies[name] += times
+            results = {name: (len(latencies[name]) / seconds[name], latencies[name]) for name in servers}
         finally:
             for p in (bare, guarded):
                 p.terminate()
                 p.wait(timeout=15)
-    print(f"{args.requests} {args.protocol} requests, {args.concurrency} concurrent clients, one instance each")
+    print(f"{args.requests} {args.protocol} requests, {args.concurrency} concurrent clients, one instance each, "
+          f"{rounds} alternating rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     for name, (rps, lat) in results.items():
         q = statistics.quantiles(lat, n=100)
         print(f"{name:<8} {rps:8.1f} req/s   p50 {q[49]:7.2f} ms   p99 {q[98]:7.2f} ms")
