@@ -217,6 +217,27 @@ def test_retired_key_verifies_up_to_and_including_its_date(tmp_path: Path, signe
     assert keyring.trusted_on(r, day) and not keyring.trusted_on(r, day + timedelta(days=1))
 
 
+def test_cli_rotates_prints_no_private_key_and_the_pipeline_pulls_with_the_new_key(
+        tmp_path: Path, registry: Registry, signed: Signed, key_pair: keys.KeyPair, key_dir: Path,
+        engine: InProcessEngine, gate_keys: GateKeys, s3_server: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import bucket_env
+
+    version = signed.register(registry, key_pair)
+    assert promote(registry, version, "dev", key_pair, engine, gate_keys).allow
+    for k, v in {**bucket_env(s3_server, registry.bucket), "MLSEC_KEY_DIR": str(key_dir), "MLSEC_ENV": "dev",
+                 "MLSEC_HOME": str(tmp_path / "home"), "MLSEC_GATE_TRUST_DIR": str(gate_keys.dir)}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["incident", "rotate-signing-key", "--stage", "dev", "--by", "oncall"]) == 0
+    out = capsys.readouterr().out
+    assert f"{version} (dev): re-signed" in out and "Secret mlsec-signing-key" in out and "PRIVATE" not in out
+    assert key_pair.private_key.read_text() not in out and (key_dir / keys.PRIVATE).read_text() not in out
+    assert main(["registry", "pull", "credit", "dev", "-o", str(tmp_path / "pulled")]) == 0
+    assert signing.verify(tmp_path / "pulled", key_dir / keys.PUBLIC).model_digest.startswith(version)
+    entries = incident.verify_log(incident.incident_log(tmp_path / "home"))
+    assert [e["action"] for e in entries][-1] == "rotate-signing-key" and entries[-1]["by"] == "oncall"
+
+
 def test_cli_refuses_a_bad_date(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["incident", "rotate-signing-key", "--old-key-valid-until", "next tuesday"])
