@@ -2,13 +2,17 @@
 
 Every payload gets a 4xx naming the field (never the value), on ONE keep-alive connection that keeps
 working; nothing reaches the log or /metrics as a traceback, a raw value or a status "0"; bad keys
-lock the address out; V2 per-feature and nested-data sweeps are flagged like a V1 sweep.
+lock the address out; V2 per-feature and nested-data sweeps are flagged like a V1 sweep; a body
+dribbled a byte at a time (slowloris) is cut off at the body deadline while others are served.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +27,14 @@ from serve_support import GOOD, V1, V2, Running, post, start
 
 SSN = "123-45-6789"
 SWEEP_LOW, SWEEP_HIGH = [18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1]
-CLIENTS = ["alice", "sweep-v1", "sweep-columns", "sweep-nested", "steady"]
+CLIENTS = ["alice", "sweep-v1", "sweep-columns", "sweep-nested", "steady", "slow"]
+BODY_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
     running = start(tmp_path_factory.mktemp("hostile"), signed.bundle, key_pair.public_key, CLIENTS,
-                    rate="1000/second", max_bad_keys=5, lockout_s=120.0)
+                    rate="1000/second", max_bad_keys=5, lockout_s=120.0, body_timeout_s=BODY_TIMEOUT)
     yield running
     running.stop()
 
@@ -178,3 +183,60 @@ def test_a_steady_client_scoring_real_applicants_is_not_flagged(srv: Running) ->
 def test_error_bodies_name_no_value_in_the_audit_or_log(srv: Running) -> None:
     text = srv.audit.read_text() + srv.log.read_text()
     assert SSN not in text and "3.5e38" not in text and "Traceback" not in text
+
+
+def _slow_post(srv: Running, body: bytes, pieces: list[bytes], pause: float, until: float) -> tuple[bytes, float, int, bool]:
+    """Raw socket: the headers, then the body's pieces `pause` seconds apart. Returns what came back, when the
+    reply began, how many body bytes were sent, and whether the server closed the connection (read until
+    then, or `until` seconds; a 200 is not waited on past its first bytes)."""
+    head = (f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nAuthorization: Bearer {srv.keys['slow']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    reply, sent, answered, closed = b"", 0, float("inf"), False
+    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+        s.sendall(head)
+        started = time.monotonic()
+        s.settimeout(pause)
+        while time.monotonic() - started < until and not reply.startswith(b"HTTP/1.1 200"):
+            if pieces and not reply:
+                try:
+                    s.sendall(pieces[0])
+                except OSError:  # the server closed the connection
+                    closed = True
+                    break
+                sent += len(pieces.pop(0))
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                closed = True
+                break
+            answered = min(answered, time.monotonic() - started)
+            reply += chunk
+    return reply, answered, sent, closed
+
+
+def test_a_dribbled_body_is_cut_off_at_the_deadline_while_others_are_served(srv: Running) -> None:
+    body = json.dumps({"instances": [GOOD]}).encode()
+    served: list[int] = []
+    other = srv.connect()
+
+    def serve_others() -> None:
+        while len(served) < 5:
+            served.append(post(other, V1, {"instances": [GOOD]}, srv.keys["alice"])[0])
+            time.sleep(0.2)
+
+    others = threading.Thread(target=serve_others)
+    others.start()
+    # Slowloris: a byte every 0.2 s would take half a minute for this body.
+    reply, answered, sent, closed = _slow_post(srv, body, [body[i:i + 1] for i in range(len(body))], 0.2, 8.0)
+    others.join(timeout=30)
+    other.close()
+    assert reply.startswith(b"HTTP/1.1 408") and b"not received within 2s" in reply, reply[:300]
+    assert closed and sent < len(body)
+    assert BODY_TIMEOUT <= answered < BODY_TIMEOUT + 1.5, answered  # at the deadline
+    assert served == [200] * 5  # served meanwhile: nobody waited on the dribbler
+    assert srv.wait_audit(client="slow", status=408, decision="body_timeout")
+    # A body in a few pieces that is complete within the deadline is served as usual.
+    reply, _, sent, _ = _slow_post(srv, body, [body[:40], body[40:80], body[80:]], 0.4, 5.0)
+    assert reply.startswith(b"HTTP/1.1 200") and sent == len(body), reply[:300]

@@ -5,6 +5,7 @@ per request that never holds the raw input.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -50,6 +51,9 @@ class GuardConfig:
     bad_key_window_s: float = 60.0
     lockout_s: float = 300.0  # ... before the address is locked out for this long
     blocklist: Path | None = None  # clients refused from the next request on (mlsec incident block-client)
+    # The whole body must arrive within this many seconds of the request's headers (uvicorn has no such limit):
+    # a client dribbling its body (slowloris) gets a 408 and a closed connection instead of holding them open.
+    body_timeout_s: float = 10.0
 
 
 class Guard:
@@ -94,7 +98,7 @@ class Guard:
             await _reply(send, 404, {"error": "no such route"})
 
     async def _inference(self, scope: Scope, receive: Receive, send_on: Send, protocol: str) -> None:
-        started = time.perf_counter()
+        started, loop_started = time.perf_counter(), asyncio.get_running_loop().time()
         client: str | None = None
         status, reason, digest, flagged, replied = 0, "", "", None, False
 
@@ -150,7 +154,13 @@ class Guard:
             if int(declared) > self.settings.max_body_bytes:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
-            body = await _read(receive, self.settings.max_body_bytes)
+            try:
+                async with _body_deadline(loop_started + self.settings.body_timeout_s):
+                    body = await _read(receive, self.settings.max_body_bytes)
+            except TimeoutError:
+                await refuse(408, "body_timeout", f"request body not received within {self.settings.body_timeout_s:g}s",
+                             {"connection": "close"})
+                return
             if body is None:
                 await refuse(413, "too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
                 return
@@ -247,6 +257,12 @@ def _presented_key(headers: dict[str, str]) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return headers.get("x-api-key")
+
+
+def _body_deadline(when: float) -> asyncio.Timeout:
+    """The body read's deadline on the loop's clock: past it, a TimeoutError (slowloris). uvicorn bounds the
+    idle time between requests only, never a request whose body is still arriving."""
+    return asyncio.timeout_at(when)
 
 
 async def _read(receive: Receive, limit: int) -> bytes | None:
