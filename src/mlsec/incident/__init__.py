@@ -156,9 +156,9 @@ def add_parser(sub: Any) -> None:
     bc.add_argument("--blocklist", help="the file the server watches (default: MLSEC_HOME/serve/blocklist.json)")
     rk = ins.add_parser("rotate-signing-key", help="new model-signing key; re-sign what prod and staging serve "
                         "once it verifies with the old key; the old key verifies only until a date")
-    rk.add_argument("--old-key-valid-until", type=_day, default=None,
+    rk.add_argument("--old-key-valid-until", type=_day, default=None, metavar="YYYY-MM-DD",
                     help="last day (UTC, YYYY-MM-DD) a signature by the old key is accepted (default: in 30 days)")
-    rk.add_argument("--stage", action="append", help="stages whose versions are re-signed (default: prod, staging)")
+    rk.add_argument("--stage", action="append", metavar="STAGE", help="stages whose versions are re-signed (default: prod, staging)")
     rk.add_argument("--by", help="who acts (default: your login)")
     inc.set_defaults(func=run)
 
