@@ -3,7 +3,8 @@
 Every payload gets a 4xx naming the field (never the value), on ONE keep-alive connection that keeps
 working; nothing reaches the log or /metrics as a traceback, a raw value or a status "0"; bad keys
 lock the address out; V2 per-feature and nested-data sweeps are flagged like a V1 sweep; a body
-dribbled a byte at a time (slowloris) is cut off at the body deadline while others are served.
+dribbled a byte at a time (slowloris) is cut off at the body deadline while others are served, and so
+is a connection that sends nothing, its headers a byte at a time, or the body of a refused request.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from serve_support import GOOD, V1, V2, Running, post, start
 SSN = "123-45-6789"
 SWEEP_LOW, SWEEP_HIGH = [18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1]
 CLIENTS = ["alice", "sweep-v1", "sweep-columns", "sweep-nested", "steady", "slow"]
-BODY_TIMEOUT = 2.0
+BODY_TIMEOUT = HEAD_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
     running = start(tmp_path_factory.mktemp("hostile"), signed.bundle, key_pair.public_key, CLIENTS,
-                    rate="1000/second", max_bad_keys=5, lockout_s=120.0, body_timeout_s=BODY_TIMEOUT)
+                    rate="1000/second", max_bad_keys=5, lockout_s=120.0, body_timeout_s=BODY_TIMEOUT,
+                    head_timeout_s=HEAD_TIMEOUT)
     yield running
     running.stop()
 
@@ -240,3 +242,51 @@ def test_a_dribbled_body_is_cut_off_at_the_deadline_while_others_are_served(srv:
     # A body in a few pieces that is complete within the deadline is served as usual.
     reply, _, sent, _ = _slow_post(srv, body, [body[:40], body[40:80], body[80:]], 0.4, 5.0)
     assert reply.startswith(b"HTTP/1.1 200") and sent == len(body), reply[:300]
+
+
+def _dribble(srv: Running, first: bytes, then: bytes, until: float) -> tuple[bytes, float]:
+    """Raw socket: sends `first`, then `then` a byte every 0.2 s. Returns what came back and when (seconds
+    after `first`) the server closed the connection (inf: still open at `until`)."""
+    reply = b""
+    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+        s.sendall(first)
+        started, rest = time.monotonic(), list(then)
+        s.settimeout(0.2)
+        while time.monotonic() - started < until:
+            try:
+                if rest:
+                    s.sendall(bytes([rest.pop(0)]))
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return reply, time.monotonic() - started
+            if not chunk:
+                return reply, time.monotonic() - started
+            reply += chunk
+    return reply, float("inf")
+
+
+def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Running) -> None:
+    served = post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0]
+    body = json.dumps({"instances": [GOOD]}).encode()
+    head = f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Type: application/json\r\n".encode()
+    # Nothing at all; then headers a byte at a time (a few hundred bytes would take a minute).
+    for first, then in ((b"", b""), (head[:10], head[10:] + b"X-Pad: " + b"a" * 300)):
+        reply, closed = _dribble(srv, first, then, 8.0)
+        assert reply == b"" and HEAD_TIMEOUT <= closed < HEAD_TIMEOUT + 1.5, (first, reply[:200], closed)
+    # Refused before its body is read (no key: 401), then the body dribbled: uvicorn would discard the bytes
+    # and keep the connection open as long as they come.
+    refused = head + f"Content-Length: {len(body) + 300}\r\n\r\n".encode()
+    reply, closed = _dribble(srv, refused, body + b" " * 300, 8.0)
+    assert reply.startswith(b"HTTP/1.1 401") and HEAD_TIMEOUT <= closed < HEAD_TIMEOUT + 1.5, (reply[:200], closed)
+    # A kept-alive connection between requests, and a connection that sends its request at once, are served.
+    assert served == 200
+    conn = srv.connect()
+    assert [post(conn, V1, {"instances": [GOOD]}, srv.keys["alice"])[0] for _ in range(2)] == [200, 200]
+    assert conn.sock is not None
+    local = conn.sock.getsockname()
+    time.sleep(HEAD_TIMEOUT + 0.5)  # idle after a response: uvicorn's keep-alive timeout governs, not the head's
+    assert post(conn, V1, {"instances": [GOOD]}, srv.keys["alice"])[0] == 200
+    assert conn.sock is not None and conn.sock.getsockname() == local  # the same connection, not a reconnect
+    conn.close()

@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
     from mlsec.incident import blocklist_path
 
     guard = GuardConfig(max_body_bytes=args.max_body, rate=args.rate, flagged_rate=args.flagged_rate,
-                        body_timeout_s=args.body_timeout,
+                        body_timeout_s=args.body_timeout, head_timeout_s=args.head_timeout,
                         audit_log=audit, blocklist=Path(args.blocklist) if args.blocklist else blocklist_path(settings.home))
     serve(args.name, bundle, trust, host=args.host, port=args.port, api_keys=api_keys, guard=guard,
           expected_digest=args.digest, precision=args.precision)
@@ -468,6 +468,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--max-body", type=int, default=64 * 1024, help="largest request body in bytes")
     v.add_argument("--body-timeout", type=float, default=10.0,
                    help="seconds the whole request body may take to arrive (408 and close after that)")
+    v.add_argument("--head-timeout", type=float, default=10.0,
+                   help="seconds a request's line and headers may take to arrive (the connection is closed after that)")
     v.add_argument("--precision", type=int, default=2, help="decimals of the returned probability")
     v.add_argument("--audit-log", help="request audit log, '-' for stdout (default: .mlsec/serve/<name>-requests.jsonl)")
     v.set_defaults(func=_serve)

@@ -54,6 +54,9 @@ class GuardConfig:
     # The whole body must arrive within this many seconds of the request's headers (uvicorn has no such limit):
     # a client dribbling its body (slowloris) gets a 408 and a closed connection instead of holding them open.
     body_timeout_s: float = 10.0
+    # ... and the request line and headers within this many seconds of the connection opening or of their first
+    # byte (mlsec.serve.connection): no connection is held by sending nothing, or headers a byte at a time.
+    head_timeout_s: float = 10.0
 
 
 class Guard:

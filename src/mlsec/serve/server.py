@@ -1,7 +1,8 @@
 """Run the signed model behind KServe's ModelServer, bound to the address we choose.
 
 kserve 0.21 hard-codes host 0.0.0.0 in its REST server; the subclass sets the uvicorn host just
-before serving, so a local run never listens beyond loopback. Its SIGTERM handler also forgets the
+before serving, so a local run never listens beyond loopback; it also gives uvicorn a deadline for each
+request's head (mlsec.serve.connection). Its SIGTERM handler also forgets the
 single-process REST server; the subclass tells uvicorn to exit so shutdown is prompt and clean.
 
 kserve logs every error with its traceback (whose frames hold the request's values) and answers with
@@ -21,6 +22,7 @@ from kserve import ModelServer
 
 from mlsec.serve.auth import ApiKeys
 from mlsec.serve.auth import load as load_keys
+from mlsec.serve.connection import protocol
 from mlsec.serve.guard import Guard, GuardConfig
 from mlsec.serve.inputs import BadRequest
 from mlsec.serve.model import SignedModel
@@ -58,14 +60,16 @@ async def bad_request(_: Request, exc: Exception) -> JSONResponse:
 
 
 class BoundModelServer(ModelServer):  # type: ignore[misc]
-    def __init__(self, host: str, **kwargs: object) -> None:
+    def __init__(self, host: str, head_timeout_s: float | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.host = host
+        self.host, self.head_timeout_s = host, head_timeout_s
         quiet_logs()  # after kserve has configured its loggers
 
     async def _serve(self) -> None:
         if self._rest_server is not None:
             self._rest_server.config.host = self.host
+            if self.head_timeout_s is not None:  # uvicorn has no deadline for a request's head (slowloris)
+                self._rest_server.config.http = protocol(self.head_timeout_s)
         await super()._serve()
 
     def stop(self, sig: int) -> None:
@@ -86,4 +90,5 @@ def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
     app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard, version=model.digest,
                        **Guard.monitors(model.cfg))
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
-    BoundModelServer(host, http_port=port, workers=1, enable_grpc=False, enable_docs_url=False).start([model])
+    BoundModelServer(host, head_timeout_s=guard.head_timeout_s, http_port=port, workers=1, enable_grpc=False,
+                     enable_docs_url=False).start([model])

@@ -1,0 +1,52 @@
+"""The request-head deadline uvicorn lacks (slowloris before the guard ever runs).
+
+uvicorn closes a connection only when it idles after a response, and any byte received restarts that
+clock. So a client holds a connection open for as long as it likes by connecting and sending nothing,
+by sending its headers a byte at a time, or by dribbling the body of a request the guard already
+refused (uvicorn discards those bytes, and each one restarts the keep-alive clock). Here a request's
+head (request line and headers) must be complete within head_timeout_s of the connection opening, or
+of the first byte after a response; otherwise the connection is closed. The body has its own deadline
+in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections keep uvicorn's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
+    head_timeout_s = 10.0  # set per server by protocol(); a class attribute because uvicorn builds the instances
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._expired)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None and (self.cycle is None or self.cycle.response_complete):
+            self._head = self.loop.call_later(self.head_timeout_s, self._expired)  # a new head, or leftovers
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._cancel()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def _cancel(self) -> None:
+        if self._head is not None:
+            self._head.cancel()
+            self._head = None
+
+    def _expired(self) -> None:
+        self._head = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol(head_timeout_s: float) -> type[HeadDeadline]:
+    """uvicorn's http protocol class with this deadline."""
+    return type("HeadDeadline", (HeadDeadline,), {"head_timeout_s": head_timeout_s})
