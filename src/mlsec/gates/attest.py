@@ -48,8 +48,8 @@ def peek(envelope: Mapping[str, Any] | bytes) -> dict[str, Any]:
     try:
         doc = json.loads(envelope) if isinstance(envelope, bytes) else dict(envelope)
         stmt = json.loads(base64.b64decode(doc["payload"], validate=True))
-    except (ValueError, KeyError, TypeError) as e:
-        raise AttestationError(f"not a DSSE envelope: {e}") from e
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: a JSON nesting bomb
+        raise AttestationError(f"not a DSSE envelope: {str(e)[:200]}") from e
     if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
         raise AttestationError("envelope payload is not an in-toto Statement v1")
     return stmt

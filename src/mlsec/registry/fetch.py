@@ -33,8 +33,8 @@ def signed_files(signature: bytes) -> list[str]:
         bundle = json.loads(signature)
         stmt = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
         files = [str(r["name"]) for r in stmt["predicate"]["resources"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise FetchError(f"{signing.SIGNATURE} is not a model-signing signature: {e}") from e
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: a JSON nesting bomb
+        raise FetchError(f"{signing.SIGNATURE} is not a model-signing signature: {str(e)[:200]}") from e
     if not files or len(files) > names.MAX_FILES:
         raise FetchError(f"{signing.SIGNATURE} lists {len(files)} files")
     try:

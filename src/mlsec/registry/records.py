@@ -84,5 +84,5 @@ def revocation_reason(raw: bytes, name: str, digest: str, keys: Iterable[Key]) -
         return f"{stmt['predicate']['reason']} (by {stmt['predicate']['by']})"
     except AttestationError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise AttestationError(f"not a revocation record: {e}") from e
+    except (KeyError, TypeError, ValueError, RecursionError) as e:  # RecursionError: a JSON nesting bomb
+        raise AttestationError(f"not a revocation record: {str(e)[:200]}") from e

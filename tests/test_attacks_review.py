@@ -1,0 +1,86 @@
+"""Review attacks on key rotation (T23) and the reference profile by digest (issue 12), played with what the
+attacker holds: the pipeline's S3 credentials and the raw S3 API against the real SeaweedFS."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlsec.gates.engine import InProcessEngine
+from mlsec.registry import reference
+from mlsec.registry.seaweed import LocalS3
+from mlsec.registry.store import Registry, RegistryError
+from mlsec.sign import keys
+
+from conftest import GateKeys, Signed, _authenticated
+from registry_support import chain_engine, promote
+
+# 200 KB, under the 1 MiB envelope cap: Python's json parser recurses once per opener and gives up with
+# RecursionError, which is no ValueError. Raw, or as the payload of an envelope-shaped document.
+DEEP = b"[" * 200_000
+DEEP_PAYLOAD = json.dumps({"payloadType": "application/vnd.in-toto+json",
+                           "payload": base64.b64encode(DEEP).decode(), "signatures": []}).encode()
+
+
+@pytest.fixture
+def attacker(s3_server: LocalS3) -> Any:
+    """The pipeline's identity: read, write and list, as every pipeline pod holds it."""
+    return _authenticated(s3_server, role="pipeline")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, key_pair: keys.KeyPair):  # type: ignore[no-untyped-def]
+    e = chain_engine(tmp_path_factory.mktemp("chain"), key_pair.public_key, [])
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def promoted(registry: Registry, signed: Signed, key_pair: keys.KeyPair, chain: InProcessEngine,
+             gate_keys: GateKeys) -> str:
+    version = signed.register(registry, key_pair)
+    assert promote(registry, version, "dev", key_pair, chain, gate_keys).allow
+    return version
+
+
+@pytest.mark.parametrize("body", [DEEP, DEEP_PAYLOAD], ids=["raw", "payload"])
+def test_T07_deeply_nested_records_planted_beside_signed_ones_are_ignored_not_fatal(
+        tmp_path: Path, registry: Registry, attacker: Any, promoted: str, key_pair: keys.KeyPair,
+        chain: InProcessEngine, gate_keys: GateKeys, signed: Signed, body: bytes) -> None:
+    """A forged record must be ignored like any other unsigned one. A JSON nesting bomb raised RecursionError
+    out of the envelope parser: one object under promotions/ took down head() (no stage resolves, the server
+    cannot pull, no promotion moves), one under attestations/ every verification of the version, and one under
+    reference/ knocked out the genuine signed reference (the next ingest fell back to the shipped one)."""
+    record = registry.record("credit", promoted)
+    assert record is not None
+    reference.store(registry, "credit", promoted, record.model_digest, signed.trained.data_evidence.subject.digest,
+                    signed.trained.profile, gate_keys.signer("dev"))  # type: ignore[arg-type]
+    for key in (f"promotions/credit/dev/99999999T000000000000Z-{'f' * 32}.dsse.json",
+                f"models/credit/{promoted}/attestations/{'0' * 32}.dsse.json",
+                f"models/credit/{promoted}/reference/{'0' * 64}.dsse.json"):
+        attacker.put_object(Bucket=registry.bucket, Key=key, Body=body)
+    assert registry.resolve("credit", "dev") == (promoted, record.model_digest)
+    assert registry.pull("credit", "dev", tmp_path / "pulled", key_pair.public_key).version == promoted
+    assert promote(registry, promoted, "dev", key_pair, chain, gate_keys).allow
+    got = reference.read(registry, "credit", "dev")
+    assert got.used.source == "registry" and got.profile is not None
+
+
+def test_T23_a_set_planted_under_the_active_keys_hint_only_blocks_with_a_named_error(
+        tmp_path: Path, registry: Registry, attacker: Any, promoted: str, key_pair: keys.KeyPair) -> None:
+    """signatures/<active key hint>/ is where a rotation's re-signed set lies, and the pipeline can write there
+    first. What it plants is verified like any signature (this one is a nesting bomb, which escaped the
+    fetch as RecursionError): the pull is refused with a RegistryError, nothing is installed."""
+    from mlsec.sign.keyring import key_hint
+
+    hint = key_hint(keys.load_public(key_pair.public_key))
+    for name in ("provenance.dsse.json", "model.sig"):
+        attacker.put_object(Bucket=registry.bucket, Key=f"models/credit/{promoted}/signatures/{hint}/{name}", Body=DEEP)
+    with pytest.raises(RegistryError, match="not a model-signing signature"):
+        registry.pull("credit", "dev", tmp_path / "pulled", key_pair.public_key)
+    assert not (tmp_path / "pulled").exists()
+    assert not registry.verify_version("credit", promoted, key_pair.public_key).check.signature_verified
