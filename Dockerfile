@@ -1,60 +1,48 @@
 # syntax=docker/dockerfile:1
 # The one image every pipeline task and the model server run in. Build it with `make image` (podman), which
-# records the image digest in build/image.digest; `mlsec compile --image REF@sha256:...` pins every task to it.
+# records the image digest in build/image.ref; `mlsec compile --image REF@sha256:...` pins every task to it.
 #   BASE_IMAGE    a Debian bookworm base with python3 and python3-venv: the public slim Python image where a
-#                 registry is reachable, containers/base-image.sh (debootstrap) where it is not
+#                 registry is reachable, containers/base-image.sh (mmdebstrap) where it is not
 #   TORCH_VARIANT cpu (default) or a CUDA build such as cu126: the CUDA variant of the same image
-#   TORCH_INDEX   where that torch wheel comes from; empty when a mounted find-links dir (/wheels) holds it
-# Build secrets, never written into a layer: `ca` (the CA bundle of a TLS-re-signing network or proxy) and
-# `pipconf` (a pip config), mounted by RUN --mount=type=secret for the install step only.
+# Offline by design: `make image` pins the runtime dependencies to the versions of the project's tested venv
+# (containers/lock.py: build/image-<variant>/torch.txt and requirements.txt), downloads those wheels once with the
+# host's pip (its index, proxy and CA settings) into build/wheelhouse, and mounts that read-only at /wheels; the
+# build installs from there alone (--no-index). No index, credential or CA bundle reaches the build.
+# One stage: the venv is installed where it runs, not copied from a build stage (copying and committing the
+# 2 GB venv twice cost minutes); the base has no compiler, and nothing here leaves a cache or secret behind.
 # checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is a build argument checkov cannot resolve; its default is a
 #   version tag (3.11-slim-bookworm), and `make image` passes a base it built here itself.
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
-# The runtime dependencies alone, so that the slow install below is rebuilt only when they change, not on
-# every edit of pyproject.toml.
-FROM ${BASE_IMAGE} AS requirements
-COPY pyproject.toml /src/
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      > /requirements.txt
-
-FROM ${BASE_IMAGE} AS build
-ARG TORCH_VARIANT=cpu
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
-# /wheels: a read-only find-links dir the build may mount (podman build -v DIR:/wheels:ro). PIP_CERT and
-# PIP_CONFIG_FILE point at the build secrets, set for one RUN at a time so no layer records them.
-ARG PIP_SECRETS="if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; if [ -s /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi; if [ -d /wheels ]; then export PIP_FIND_LINKS=/wheels; fi"
-# torch alone first: the largest download, rebuilt only when its variant changes.
-RUN --mount=type=secret,id=ca --mount=type=secret,id=pipconf \
-    set -eu; eval "$PIP_SECRETS"; \
-    pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "torch==2.13.0+${TORCH_VARIANT}" "setuptools>=68"
-COPY --from=requirements /requirements.txt /tmp/requirements.txt
-RUN --mount=type=secret,id=ca --mount=type=secret,id=pipconf \
-    set -eu; eval "$PIP_SECRETS"; \
-    pip install -r /tmp/requirements.txt \
- && pip install --ignore-requires-python opa-golib-python-bindings==0.4.4 \
- && rm /tmp/requirements.txt
-# The same pyproject.toml the requirements came from (the context may change while a long build runs).
-COPY --from=requirements /src/pyproject.toml ./
-COPY README.md ./
-COPY src ./src
-COPY components ./components
-COPY pipelines ./pipelines
-RUN pip install --no-deps --no-build-isolation . && pip check
-
 FROM ${BASE_IMAGE}
+ARG SPEC=build/image-cpu
 # checkov:skip=CKV_DOCKER_2: no HEALTHCHECK on purpose: the same image runs short-lived pipeline tasks, and the
 #   server's health is checked by the Kubernetes readiness/liveness probes in helm/mlsec (Docker's is ignored there).
-# No compilers, no pip cache, no secrets: keys and credentials arrive as mounted Secrets at run time.
-# GOGC/GOMEMLIMIT: see mlsec.gates.engine.GO_RUNTIME_ENV (the OPA engine's GC tail latency).
 RUN groupadd --gid 10001 mlsec && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin mlsec
-COPY --from=build /opt/venv /opt/venv
+# pip options as arguments, not ENV: the image keeps no pip setting.
+ARG PIP="/opt/venv/bin/pip --no-cache-dir --disable-pip-version-check install --no-index --find-links /wheels --no-compile"
+# torch and its dependencies first: the largest install, redone only when their pins or the variant change. The
+# pins are copied in (not mounted) so that a changed pin invalidates the layer cache; the pins fix the wheels.
+# Bytecode is compiled on every core (pip compiles on one); like pip, a file that is not Python 3.11 (torch
+# ships a 3.12-only test module) is skipped.
+COPY ${SPEC}/torch.txt /opt/mlsec/torch.txt
+RUN test -d /wheels || { echo "no wheelhouse at /wheels: build with make image" >&2; exit 1; }; \
+    python3 -m venv /opt/venv && $PIP -r /opt/mlsec/torch.txt \
+ && { /opt/venv/bin/python -m compileall -qq -j 0 /opt/venv/lib || true; }
+COPY ${SPEC}/requirements.txt /opt/mlsec/requirements.txt
+# --ignore-requires-python: the OPA engine's wheel claims Python>=3.14 but runs on 3.11 (as in the venv).
+RUN $PIP --ignore-requires-python -r /opt/mlsec/requirements.txt \
+ && { /opt/venv/bin/python -m compileall -qq -j 0 /opt/venv/lib || true; }
+COPY pyproject.toml README.md /opt/mlsec/src/
+COPY src /opt/mlsec/src/src
+COPY components /opt/mlsec/src/components
+COPY pipelines /opt/mlsec/src/pipelines
+RUN /opt/venv/bin/pip --no-cache-dir install --no-deps --no-build-isolation /opt/mlsec/src && rm -rf /opt/mlsec/src/build \
+ && /opt/venv/bin/pip check
 COPY policies /opt/mlsec/policies
 COPY data /opt/mlsec/data
 COPY helm/mlsec /opt/mlsec/chart
+# No compilers, no pip cache, no secrets: keys and credentials arrive as mounted Secrets at run time.
+# GOGC/GOMEMLIMIT: see mlsec.gates.engine.GO_RUNTIME_ENV (the OPA engine's GC tail latency).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MLSEC_POLICY_DIR=/opt/mlsec/policies \

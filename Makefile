@@ -36,8 +36,8 @@ $(VENV)/.shellcheck: | $(BIN)/python
 	touch $@
 
 container-tools:
-	@for t in podman debootstrap runc; do command -v $$t >/dev/null || missing=1; done; \
-	  [ -z "$$missing" ] || (apt-get update -qq && $(APT_INSTALL) podman debootstrap runc uidmap fuse-overlayfs slirp4netns)
+	@for t in podman mmdebstrap eatmydata runc; do command -v $$t >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || (apt-get update -qq && $(APT_INSTALL) podman mmdebstrap eatmydata runc uidmap fuse-overlayfs slirp4netns)
 
 test: $(STAMP) $(CHECKOV) $(VENV)/.shellcheck
 	$(BIN)/ruff check src components pipelines tests benchmarks
@@ -61,36 +61,44 @@ clean:
 # ---- Containers (issue 14): podman with the project's own config (containers/), never /etc. ----
 # `make image` builds the Dockerfile and records its digest in build/image.ref (REF@sha256:...), which
 # `make compile-image`, `make demo-containers` and the container tests use.
-PODMAN        := CONTAINERS_CONF=$(CURDIR)/containers/containers.conf CONTAINERS_STORAGE_CONF=$(CURDIR)/containers/storage.conf podman
+# CONTAINERS_STORAGE_CONF: another storage root, e.g. a fresh one to time a build from scratch.
+CONTAINERS_STORAGE_CONF ?= $(CURDIR)/containers/storage.conf
+PODMAN_ENV    := CONTAINERS_CONF=$(CURDIR)/containers/containers.conf CONTAINERS_STORAGE_CONF=$(CONTAINERS_STORAGE_CONF)
+PODMAN        := $(PODMAN_ENV) podman
 IMAGE_NAME    ?= localhost/mlsec
 # Where docker.io is reachable: make image BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 BASE_IMAGE    ?= localhost/mlsec-base:bookworm
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBIAN_SECURITY_MIRROR ?= http://deb.debian.org/debian-security
 TORCH_VARIANT ?= cpu
-# Build secrets (never in a layer): the CA bundle a TLS-re-signing network needs, and the host's pip config.
-CA_BUNDLE     ?= /etc/ssl/certs/ca-certificates.crt
-PIP_CONF      ?= $(firstword $(wildcard /etc/pip.conf) /dev/null)
-# The host's pip find-links dir (the torch CPU wheel lies there), mounted read-only into the build.
+# Where the torch wheel of TORCH_VARIANT comes from when the host's pip find-links dir does not hold it.
 WHEELS        ?= $(firstword $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 TORCH_INDEX   ?= $(if $(wildcard $(WHEELS)/torch-2.13.0+$(TORCH_VARIANT)-*.whl),,https://download.pytorch.org/whl/$(TORCH_VARIANT))
+# The image's exact pins (the tested venv's versions, containers/lock.py) and their wheels, downloaded once with
+# the host's pip; the build mounts the wheelhouse read-only and installs offline.
+IMAGE_SPEC    := build/image-$(TORCH_VARIANT)
+WHEELHOUSE    := build/wheelhouse
 
 .PHONY: container-tools image base-image demo-containers test-containers compile-image image-attest
 
-# A localhost/ base is made here with debootstrap (no registry needed); any other is pulled by the build.
+# A localhost/ base is made here with mmdebstrap (no registry needed); any other is pulled by the build.
 base-image: container-tools
 	@case "$(BASE_IMAGE)" in localhost/*) \
 	  $(PODMAN) image exists $(BASE_IMAGE) || \
-	  CONTAINERS_CONF=$(CURDIR)/containers/containers.conf CONTAINERS_STORAGE_CONF=$(CURDIR)/containers/storage.conf \
-	    containers/base-image.sh $(BASE_IMAGE) $(DEBIAN_MIRROR);; esac
+	  $(PODMAN_ENV) containers/base-image.sh $(BASE_IMAGE) $(DEBIAN_MIRROR) $(DEBIAN_SECURITY_MIRROR);; esac
 
-image: base-image
-	mkdir -p build
+$(IMAGE_SPEC)/requirements.txt: $(STAMP) pyproject.toml containers/lock.py
+	$(BIN)/python containers/lock.py $(IMAGE_SPEC) --torch-variant $(TORCH_VARIANT) opa-golib-python-bindings==0.4.4
+
+$(WHEELHOUSE)/.$(TORCH_VARIANT): $(IMAGE_SPEC)/requirements.txt containers/wheelhouse.sh
+	containers/wheelhouse.sh $(BIN)/pip $(IMAGE_SPEC) $(WHEELHOUSE) $(TORCH_INDEX)
+	touch $@
+
+image: base-image $(WHEELHOUSE)/.$(TORCH_VARIANT)
 	$(PODMAN) build --layers --pull=missing -f Dockerfile -t $(IMAGE_NAME):$(TORCH_VARIANT) \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
-	  --build-arg TORCH_INDEX=$(TORCH_INDEX) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg SPEC=$(IMAGE_SPEC) --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
 	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
-	  --secret id=ca,src=$(CA_BUNDLE) --secret id=pipconf,src=$(PIP_CONF) \
-	  $(if $(WHEELS),--volume $(WHEELS):/wheels:ro) .
+	  --volume $(CURDIR)/$(WHEELHOUSE):/wheels:ro .
 	echo "$(IMAGE_NAME)@$$($(PODMAN) image inspect --format '{{.Digest}}' $(IMAGE_NAME):$(TORCH_VARIANT))" > build/image.ref
 	@echo "image: $$(cat build/image.ref)"
 
@@ -99,11 +107,11 @@ build/image.ref:
 
 # The pipeline with every task in the image over podman's socket; prints the same gate table as `make demo`.
 demo-containers: $(STAMP) build/image.ref
-	$(BIN)/mlsec run --containers --home .mlsec/containers
+	CONTAINERS_STORAGE_CONF=$(CONTAINERS_STORAGE_CONF) $(BIN)/mlsec run --containers --home .mlsec/containers
 
 # Container tests (the image is built once and cached by podman's layers; a source change rebuilds one layer).
 test-containers: $(STAMP) image
-	MLSEC_CONTAINER_TESTS=1 $(BIN)/python -m pytest -q tests/test_containers.py
+	MLSEC_CONTAINER_TESTS=1 CONTAINERS_STORAGE_CONF=$(CONTAINERS_STORAGE_CONF) $(BIN)/python -m pytest -q tests/test_containers.py
 
 compile-image: $(STAMP) build/image.ref
 	$(BIN)/mlsec compile --image "$$(cat build/image.ref)" -o pipeline.yaml
@@ -118,7 +126,7 @@ test-train-trust: $(STAMP)
 SIGNING_KEY_DIR ?= .mlsec/keys
 image-attest: $(STAMP) build/image.ref
 	$(BIN)/python -c 'from pathlib import Path; from mlsec.sign.keys import ensure; ensure(Path("$(SIGNING_KEY_DIR)"))'
-	$(BIN)/python -m mlsec.imagesig sbom "$$(cat build/image.ref)" build/image.cdx.json
+	CONTAINERS_STORAGE_CONF=$(CONTAINERS_STORAGE_CONF) $(BIN)/python -m mlsec.imagesig sbom "$$(cat build/image.ref)" build/image.cdx.json
 	$(BIN)/python -m mlsec.imagesig sign "$$(cat build/image.ref)" build/image.cdx.json $(SIGNING_KEY_DIR)/signing.key build/image.sig.json
 	$(BIN)/python -m mlsec.imagesig verify "$$(cat build/image.ref)" build/image.sig.json $(SIGNING_KEY_DIR)/signing.pub build/image.cdx.json
 

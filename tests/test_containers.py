@@ -7,6 +7,7 @@ Run by `make test-containers` (it builds the image first); skipped where podman 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,24 @@ def test_run_container_returns_the_exit_code_and_removes_the_container(socket: s
                             **ct.HARDENED)
     assert code == 7
     assert {c.id for c in client.containers.list(all=True)} == before
+
+
+# Every native extension the stages load, with the libraries it links (a base without libstdc++ fails here).
+NATIVE = ["numpy", "pandas", "scipy", "sklearn", "torch", "pyarrow", "great_expectations", "presidio_analyzer",
+          "helm_python", "opa_bindings", "cryptography", "grpc", "kfp", "mlsec.cli"]
+
+
+def test_the_images_native_dependencies_load(image: str) -> None:
+    code = f"import importlib; [importlib.import_module(m) for m in {NATIVE!r}]; print('ok')"
+    out = ct.podman("run", "--rm", "--read-only", "--network=none", "--entrypoint", "python", image, "-c", code,
+                    check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    ldd = ct.podman("run", "--rm", "--read-only", "--network=none", "--entrypoint", "sh", image, "-c",
+                    "find /opt/venv -name '*.so*' -type f -exec ldd {} + 2>/dev/null | grep 'not found' | sort -u",
+                    check=False)
+    # A vendored library (x.libs/) that ldd cannot place without the loading extension's rpath is not missing.
+    missing = [line for line in ldd.stdout.splitlines() if not re.search(r"-[0-9a-f]{8}\.so", line)]
+    assert not missing, missing
 
 
 def test_no_build_secret_or_pip_config_in_the_image(image: str) -> None:

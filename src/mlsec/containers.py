@@ -22,8 +22,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 UID = 10001
 IMAGE_REF_FILE = REPO / "build" / "image.ref"
+# The project's podman settings; CONTAINERS_STORAGE_CONF may name another storage root (as `make` passes it).
 CONTAINERS_ENV = {"CONTAINERS_CONF": str(REPO / "containers" / "containers.conf"),
-                  "CONTAINERS_STORAGE_CONF": str(REPO / "containers" / "storage.conf")}
+                  "CONTAINERS_STORAGE_CONF": os.environ.get("CONTAINERS_STORAGE_CONF",
+                                                            str(REPO / "containers" / "storage.conf"))}
 
 # The settings every task container runs with (docker SDK `containers.run` arguments).
 HARDENED: dict[str, Any] = {
