@@ -12,6 +12,10 @@ CSV once per size. Per size:
 Targets: cost linear in rows (per-row cost at 1M within 1.5x of that at 100k), and validation + PII at
 1M rows at most 2x the pandas-only pass. The screens' share of the whole is printed. Exits non-zero
 if a target is missed.
+
+Every figure is taken twice: wall-clock and this process's CPU time (time.process_time). On a shared,
+loaded machine the wall-clock ratio of two identical rounds can differ by 2x (the pandas pass waits for
+a core as much as validation does), so the targets are judged on CPU time; both are printed.
 """
 
 from __future__ import annotations
@@ -59,17 +63,22 @@ def _screens() -> Callable[[pd.DataFrame, DataContract], Any] | None:
     return lambda df, contract: screens.screen(df, contract, profile.shipped())
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
+CPU: dict[str, float] = {}  # the CPU seconds of the last measure(), by stage
+
+
+def timed(fn: Callable[[], Any], stage: str = "") -> tuple[float, Any]:
+    """Wall seconds and fn's result; its CPU seconds go to CPU[stage]."""
+    started, cpu = time.perf_counter(), time.process_time()
     out = fn()
+    CPU[stage] = time.process_time() - cpu
     return time.perf_counter() - started, out
 
 
 def measure(n: int, contract: DataContract, screen: Callable[[pd.DataFrame, DataContract], Any] | None) -> dict[str, float]:
     raw = rows(n)
-    base, _ = timed(lambda: pandas_pass(raw))
-    t_parse, (typed, cells) = timed(lambda: parse(raw, contract))
-    t_valid, failures = timed(lambda: validate(typed, contract))
+    base, _ = timed(lambda: pandas_pass(raw), "pandas")
+    t_parse, (typed, cells) = timed(lambda: parse(raw, contract), "parse")
+    t_valid, failures = timed(lambda: validate(typed, contract), "validation")
     assert not failures, failures
 
     def pii() -> pd.DataFrame:
@@ -78,9 +87,10 @@ def measure(n: int, contract: DataContract, screen: Callable[[pd.DataFrame, Data
         assert not raw_pii_remaining(protected, contract)
         return protected
 
-    t_pii, protected = timed(pii)
-    t_screens = timed(lambda: screen(protected, contract))[0] if screen else float("nan")
-    return {"rows": n, "pandas": base, "parse": t_parse, "validation": t_valid, "pii": t_pii, "screens": t_screens}
+    t_pii, protected = timed(pii, "pii")
+    t_screens = timed(lambda: screen(protected, contract), "screens")[0] if screen else float("nan")
+    return {"rows": n, "pandas": base, "parse": t_parse, "validation": t_valid, "pii": t_pii, "screens": t_screens,
+            **{f"cpu_{k}": v for k, v in CPU.items()}}
 
 
 def main() -> int:
@@ -102,14 +112,18 @@ def main() -> int:
               f"{'n/a' if screen is None else format(r['screens'], '6.2f') + 's'} | (validation+PII)/pandas "
               f"{(r['validation'] + r['pii']) / r['pandas']:.2f}x, whole ingest/pandas {whole / r['pandas']:.2f}x, "
               f"screens' share {share}", flush=True)
+        print(f"{'':>9} CPU: pandas-only {r['cpu_pandas']:7.2f}s | validation {r['cpu_validation']:6.2f}s  PII "
+              f"{r['cpu_pii']:6.2f}s | (validation+PII)/pandas {(r['cpu_validation'] + r['cpu_pii']) / r['cpu_pandas']:.2f}x",
+              flush=True)
     if screen is None:
         print("screens: n/a (mlsec.ingest.screens is not present in this tree yet)")
     big, mid = results[-1], results[-2]
-    ratio = (big["validation"] + big["pii"]) / big["pandas"]
-    per_row = {k: ((big[k] / big["rows"]) / (mid[k] / mid["rows"])) for k in ("parse", "validation", "pii")}
-    print(f"1M rows: validation + PII = {ratio:.2f}x the pandas-only pass (target <= {MAX_RATIO}x); per-row cost "
-          f"1M vs 100k: " + ", ".join(f"{k} {v:.2f}x" for k, v in per_row.items())
-          + f" (linear: each <= {MAX_PER_ROW_GROWTH}x)")
+    wall = (big["validation"] + big["pii"]) / big["pandas"]
+    ratio = (big["cpu_validation"] + big["cpu_pii"]) / big["cpu_pandas"]
+    per_row = {k: ((big[f"cpu_{k}"] / big["rows"]) / (mid[f"cpu_{k}"] / mid["rows"])) for k in ("parse", "validation", "pii")}
+    print(f"{big['rows']:,} rows: validation + PII = {ratio:.2f}x the pandas-only pass in CPU time (target <= "
+          f"{MAX_RATIO}x; wall-clock {wall:.2f}x); per-row CPU cost {big['rows']:,} vs {mid['rows']:,}: "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in per_row.items()) + f" (linear: each <= {MAX_PER_ROW_GROWTH}x)")
     missed = ratio > MAX_RATIO or any(v > MAX_PER_ROW_GROWTH for v in per_row.values())
     return 1 if missed else 0
 

@@ -8,9 +8,13 @@ Two recognizer sets look at each value and a hit by either counts:
   none can be downloaded here, and pattern recognizers need none).
 - mlsec.ingest.patterns: linear-time patterns that also see what presidio leaves out (a dash-less SSN
   stored in a float column) and every cell, however long.
-Scanning reads each cell's text as it was in the file (`cells`: every column read as str). Each column is
-first cut down in C (pyarrow) to the distinct values that could hold any of these kinds, so a numeric
-column of a million rows costs one vectorised pass, not a million recognizer calls.
+Scanning reads each cell's text as it was in the file (`cells`: every column read as str). Every row is
+scanned, once per distinct value: a column is first cut down in C (pyarrow, RE2) to the cells that could
+hold any of these kinds, those are counted by distinct value (pyarrow's hash), and each distinct value is
+analysed once and counted as often as it occurs. A numeric column of a million rows
+costs two vectorised passes, not a million recognizer calls; a value repeated 100,000 times is analysed
+once. Nothing is sampled: a value that occurs once is analysed like any other. Masking likewise computes
+each distinct value's mask once.
 """
 
 from __future__ import annotations
@@ -99,20 +103,23 @@ def kinds(text: str, header: str = "") -> set[str]:
 
 
 def _candidates(series: pd.Series) -> pd.Series:
-    """The values that could hold PII at all, cut down by one vectorised regex pass (nulls never are)."""
+    """Distinct text -> how many rows hold it, for the values that could hold PII at all (nulls never do):
+    one vectorised regex pass over the column's text, then the survivors counted by value, both in C."""
     try:
         arr = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all str (a typed or masked column): its text
         arr = pa.array(series.astype(str).where(series.notna()).to_numpy(dtype=object), type=pa.large_string(),
                        from_pandas=True)
     keep = pc.invert(pc.match_substring_regex(arr, _CANNOT_HOLD_PII)).fill_null(False)
-    return series[keep.to_numpy(zero_copy_only=False)].astype(str)
+    counts = pc.value_counts(pc.filter(arr, keep))
+    return pd.Series(counts.field("counts").to_numpy(zero_copy_only=False),
+                     index=counts.field("values").to_pylist(), dtype="int64")
 
 
 def scan(series: pd.Series, header: str = "") -> dict[str, int]:
     """Count values that look like each kind of PII (each distinct value is analysed once)."""
     counts: Counter[str] = Counter()
-    for value, n in _candidates(series).value_counts(sort=False).items():
+    for value, n in _candidates(series).items():
         for kind in kinds(str(value), header):
             counts[kind] += int(n)
     return dict(counts)
@@ -158,6 +165,13 @@ class Tokenizer:
 
 
 def _mask(kind: PiiKind, values: pd.Series) -> pd.Series:
+    """Each value's mask, computed once per distinct value (nulls included, as their text)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    masked = _mask_each(kind, pd.Series(uniques, dtype=object)).to_numpy(dtype=object)
+    return pd.Series(masked[codes], index=values.index)
+
+
+def _mask_each(kind: PiiKind, values: pd.Series) -> pd.Series:
     text = values.astype(str)
     if kind == "zip":
         return text.str[:3] + "XX"  # 3-digit ZIP prefix: the usual generalisation
