@@ -84,3 +84,47 @@ def test_T23_a_set_planted_under_the_active_keys_hint_only_blocks_with_a_named_e
         registry.pull("credit", "dev", tmp_path / "pulled", key_pair.public_key)
     assert not (tmp_path / "pulled").exists()
     assert not registry.verify_version("credit", promoted, key_pair.public_key).check.signature_verified
+
+
+def test_T23_rotation_does_not_launder_a_provenance_the_stolen_key_rewrote(
+        tmp_path: Path, registry: Registry, attacker: Any, promoted: str, key_pair: keys.KeyPair,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thief holds the old model key and the pipeline's S3 identity. The model bytes are pinned by the
+    gate-signed promotion, but the provenance's facts (dataset, decisions, dataset provenance) were vouched
+    for only by the stolen key: a newer object version of provenance.dsse.json, signed with it, claiming
+    another dataset, verified with the old key, and the rotation re-signed it with the new key, so the lie
+    outlived the old key's window. The registry wrote the set once (conditional create): a second stored
+    version of it is tampering, and the version is REFUSED, not re-signed."""
+    import shutil
+    from datetime import timedelta
+
+    from mlsec.incident import rotate
+    from mlsec.sign import keyring
+    from mlsec.sign.attestation import open_signed
+    from mlsec.sign.methods import Signing, configured_trust
+
+    key = f"models/credit/{promoted}/provenance.dsse.json"
+    stmt = open_signed(attacker.get_object(Bucket=registry.bucket, Key=key)["Body"].read(),
+                       keys.load_public(key_pair.public_key))
+    build = stmt["predicate"]["buildDefinition"]
+    build.get("internalParameters", {}).pop("datasetProvenance", None)
+    build["resolvedDependencies"] = [d for d in build["resolvedDependencies"]
+                                     if d.get("annotations", {}).get("role") != "dataset-provenance"]
+    for d in build["resolvedDependencies"]:
+        if d.get("annotations", {}).get("role") == "dataset":
+            d["digest"]["sha256"] = "e" * 64
+    attacker.put_object(Bucket=registry.bucket, Key=key,
+                        Body=json.dumps(Signing("key", key_pair).sign_document(stmt)).encode())
+    assert registry.verify_version("credit", promoted, key_pair.public_key).dataset_digest == "e" * 64  # believed
+
+    for var in ("MLSEC_SIGNING_KEY", "MLSEC_PUBLIC_KEY", "MLSEC_SIGNING_TRUST", "MLSEC_SIGNING_METHOD"):
+        monkeypatch.delenv(var, raising=False)
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    shutil.copy(key_pair.private_key, key_dir / keys.PRIVATE)
+    shutil.copy(key_pair.public_key, key_dir / keys.PUBLIC)
+    r = rotate.rotate(registry, key_dir, configured_trust(key_dir), keyring.today() + timedelta(days=1),
+                      tmp_path / "incidents.jsonl", "oncall", ("dev",))
+    assert [(v.version, v.status) for v in r.versions] == [(promoted, "REFUSED")]
+    assert "provenance.dsse.json" in r.versions[0].detail
+    assert not attacker.list_objects_v2(Bucket=registry.bucket, Prefix=f"models/credit/{promoted}/signatures/").get("Contents")

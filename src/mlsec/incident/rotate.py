@@ -103,6 +103,17 @@ def served_versions(reg: Registry, stages: tuple[str, ...]) -> dict[tuple[str, s
     return out
 
 
+def _rewritten(reg: Registry, name: str, version: str, old: Trust) -> list[str]:
+    """The signature files verified with old (the version's own, or a set an earlier rotation stored) that have
+    more than one stored object version. The registry writes each once (conditional create); a second is
+    someone with S3 write access replacing it. The promotion pins the model bytes, but the provenance's facts
+    (dataset, decisions) are vouched for only by the old key, which may be the stolen one: re-signing a
+    rewritten set would make the thief's claims outlive that key."""
+    prefix = reg.signature_set(name, version, old) or reg._prefix(name, version)  # noqa: SLF001 - its layout
+    return [rel for rel in (signing.SIGNATURE, signing.ATTESTATION)
+            if sum(1 for _ in reg._all_versions(prefix + rel, exact=True)) > 1]  # noqa: SLF001
+
+
 def _resign_one(reg: Registry, name: str, version: str, held: list[str], promoted: str, old: Trust,
                 new: Signing, new_trust: Trust, hint: str) -> Resign:
     if why := reg.revocation(name, version):
@@ -121,6 +132,9 @@ def _resign_one(reg: Registry, name: str, version: str, held: list[str], promote
             digest = resign(root, old, new, new_trust, promoted)
         except ValueError as e:
             return Resign(name, version, held, "REFUSED", f"not what the old key and its promotion vouch for: {e}")
+        if rewritten := _rewritten(reg, name, version, old):
+            return Resign(name, version, held, "REFUSED", f"{', '.join(rewritten)} written again after the registry "
+                          "stored it once: what the old key vouches for there may be the thief's; not re-signed")
         try:
             reg.add_signature_set(name, version, hint, (root / signing.SIGNATURE).read_bytes(),
                                   (root / signing.ATTESTATION).read_bytes())
