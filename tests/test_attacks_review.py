@@ -128,3 +128,24 @@ def test_T23_rotation_does_not_launder_a_provenance_the_stolen_key_rewrote(
     assert [(v.version, v.status) for v in r.versions] == [(promoted, "REFUSED")]
     assert "provenance.dsse.json" in r.versions[0].detail
     assert not attacker.list_objects_v2(Bucket=registry.bucket, Prefix=f"models/credit/{promoted}/signatures/").get("Contents")
+
+
+def test_T01_a_profile_artifact_swapped_for_a_huge_file_is_refused_unread(
+        tmp_path: Path, signed: Signed, registry: Registry, gate_keys: GateKeys,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever can write the KFP artifact swaps ingest's profile for a 1 TiB (sparse) file: promote read it
+    whole (read_bytes) before hashing it, after the promotion was signed, and ran out of memory instead of
+    refusing it. Now at most one byte past the cap is read and the file is refused, naming the cap."""
+    huge = tmp_path / "profile"
+    with huge.open("wb") as f:
+        f.truncate(1 << 40)
+    body = reference.read_profile(huge)
+    assert len(body) == reference.MAX_PROFILE_BYTES + 1
+    record_digest = "0" * 64  # never reached: the file is refused before anything is signed or stored
+    assert reference.store_accepted(registry, "credit", "0" * 16, record_digest, signed.trained.data_evidence, body,
+                                    signed.attested, gate_keys.signer("dev")) is None
+    assert f"REFUSED, none stored: the profile file is over {reference.MAX_PROFILE_BYTES} bytes" in caplog.text
+    genuine = tmp_path / "genuine"
+    genuine.write_bytes(reference.encode(signed.trained.profile))  # type: ignore[arg-type]
+    assert reference.judged_profile(reference.read_profile(genuine), signed.trained.data_evidence,
+                                    signed.attested).sha256 == signed.trained.data_evidence.poisoning.profile_sha256

@@ -43,6 +43,7 @@ from mlsec.registry.store import Registry, RegistryError
 log = logging.getLogger(__name__)
 
 REFERENCE_TYPE = "https://mlsec.dev/attestation/reference-profile/v1"
+MAX_PROFILE_BYTES = 16 << 20  # a profile is tens of KB; anything near this is not ingest's
 
 
 def _dir(name: str, version: str) -> str:
@@ -113,6 +114,13 @@ def write_profile(path: Path, profile: ReferenceProfile | None) -> None:
     write_secret(path, encode(profile) if profile is not None else b"")
 
 
+def read_profile(path: Path) -> bytes:
+    """Ingest's profile artifact as promote reads it: at most one byte over MAX_PROFILE_BYTES, so a file
+    swapped for a huge one (or a sparse 1 TiB file) is refused by judged_profile, never read whole."""
+    with path.open("rb") as f:
+        return f.read(MAX_PROFILE_BYTES + 1)
+
+
 class NotAccepted(Exception):
     """No accepted profile to store, and why."""
 
@@ -135,6 +143,9 @@ def judged_profile(body: bytes | None, evidence: DataEvidence, history: Sequence
         raise NotAccepted("no signed, allowing data decision judged the data evidence that names it")
     if body is None:
         raise NotAccepted("no profile file reached promote")
+    if len(body) > MAX_PROFILE_BYTES:
+        raise ProfileMismatch(f"the profile file is over {MAX_PROFILE_BYTES} bytes, larger than any profile ingest "
+                              f"writes: swapped after ingest; not read")
     got = sha256_bytes(body)
     if got != named:
         raise ProfileMismatch(f"the profile file ({len(body)} bytes, sha256 {got}) is not the profile {named} "

@@ -54,7 +54,7 @@ def run(signed: Path, training_evidence: Path, data_evidence: Path, decisions: P
         raise GateDenied(decision)
     # The accepted dataset's profile, signed beside the model: the next ingest's reference (issue 12).
     reference.store_accepted(reg, model_name, record.version, record.model_digest, data,
-                             profile.read_bytes() if profile is not None else None, history,
+                             reference.read_profile(profile) if profile is not None else None, history,
                              configured_signer(settings, env))
     namespace = os.environ.get("MLSEC_NAMESPACE", "mlsec-serving")
     images: list[ImageSignature] = []
