@@ -75,3 +75,24 @@ def test_no_credential_reaches_the_build() -> None:
     makefile = (REPO / "Makefile").read_text()
     image_rule = makefile.split("\nimage:", 1)[1].split("\n\n", 1)[0]
     assert "--secret" not in image_rule and "/wheels:ro" in image_rule
+
+
+def test_every_package_and_data_file_ships_in_the_distribution() -> None:
+    """The image installs the project as a wheel, not editable as the venv does: a package or data file missing
+    from pyproject's lists works here and fails only in the image (as mlsec.incident did)."""
+    import fnmatch
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {name: REPO / path for name, path in setuptools["package-dir"].items()}
+    found: dict[str, Path] = {}
+    for name, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            parts = init.parent.relative_to(root).parts
+            found[".".join((name,) + parts if name else parts)] = init.parent
+    assert set(found) == set(setuptools["packages"])
+    data = setuptools.get("package-data", {})
+    for package, directory in found.items():
+        for path in directory.iterdir():
+            if path.is_file() and path.suffix not in (".py", ".pyc"):
+                assert any(fnmatch.fnmatch(path.name, g) for g in data.get(package, [])), (package, path.name)
