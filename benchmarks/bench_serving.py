@@ -85,6 +85,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = ingest.run(str(sample_dataset()), contract_path(), root / "data")
+        if data.dataset is None:
+            raise SystemExit("the sample dataset did not pass ingest; nothing to train on")
         model = train.run(data.dataset, load_contract(contract_path()), root / "model", "credit", train.TrainParams(epochs=3))
         pair = keys.create(root / "keys")
         bundle = signing.sign(model.model_dir, root / "signed", pair, Materials("d", "a" * 64, {}, "c", "i"), "bench")
