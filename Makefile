@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install compile bench fuzz clean
+.PHONY: demo test test-slow install compile bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ test: $(STAMP) $(CHECKOV) $(VENV)/.shellcheck
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/mlsec threats check
-	MLSEC_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -q
+	MLSEC_CHECKOV=$(CHECKOV) $(BIN)/python -m pytest -q -m "not slow"
+
+# The whole chain under kfp.local (a subprocess per task, each importing torch): minutes, so a target of its own.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 compile: $(STAMP)
 	$(BIN)/mlsec compile -o pipeline.yaml
