@@ -242,12 +242,19 @@ _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
 def formula_mask(cells: pd.Series) -> pd.Series:
     """True where a cell would run as a spreadsheet formula (vectorised in pyarrow)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    arr = pa.array(cells.astype(str).to_numpy(dtype=object), type=pa.large_string())
-    hit = pc.and_(pc.match_substring_regex(arr, _FORMULA_START), pc.invert(pc.match_substring_regex(arr, _NUMBER)))
-    return pd.Series(hit.to_numpy(zero_copy_only=False), index=cells.index)
+    try:  # text cells go to Arrow as they are: no Python str() per cell
+        arr = pa.array(cells.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        arr = pa.array(cells.astype(str).to_numpy(dtype=object), type=pa.large_string())
+    hit = pc.fill_null(pc.match_substring_regex(arr, _FORMULA_START), False).to_numpy(zero_copy_only=False)
+    if hit.any():  # the number test only where a formula could start: few cells, if any
+        at = np.flatnonzero(hit)
+        hit[at] = ~pc.match_substring_regex(arr.take(pa.array(at)), _NUMBER).to_numpy(zero_copy_only=False)
+    return pd.Series(hit, index=cells.index)
 
 
 def formula_cells(cells: pd.DataFrame, contract: DataContract) -> dict[str, pd.Series]:
