@@ -242,3 +242,10 @@ def test_cli_refuses_a_bad_date(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["incident", "rotate-signing-key", "--old-key-valid-until", "next tuesday"])
     assert "next tuesday" in capsys.readouterr().err
+
+
+def test_the_old_key_verifies_for_90_days_at_most(tmp_path: Path, key_pair: keys.KeyPair, registry: Registry) -> None:
+    old = Trust("key", public_key=key_pair.public_key)
+    with pytest.raises(ValueError, match="more than 90 days away"):
+        rotate.rotate(registry, tmp_path, old, keyring.today() + timedelta(days=91), tmp_path / "log", "ops")
+    assert not (tmp_path / rotate.NEXT_DIR).exists() and not (tmp_path / "log").exists()  # refused before acting

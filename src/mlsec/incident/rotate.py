@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from mlsec.sign.methods import Signing, Trust
 
 SERVED_STAGES = ("prod", "staging")
 NEXT_DIR = "next"  # the new key while a rotation runs: a rerun after a crash reuses it
+MAX_GRACE = timedelta(days=90)  # the longest the old key may keep verifying after a rotation
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ def rotate(reg: Registry, key_dir: Path, old: Trust, verify_until: date, log_pat
                          "Sigstore identities are revoked at their CA or OIDC provider")
     if verify_until < keyring.today():
         raise ValueError(f"--old-key-valid-until {verify_until.isoformat()} is in the past")
+    if verify_until > keyring.today() + MAX_GRACE:  # a typo (2062) would keep a stolen key trusted for decades
+        raise ValueError(f"--old-key-valid-until {verify_until.isoformat()} is more than {MAX_GRACE.days} days away; "
+                         "a compromised key must stop verifying soon: re-sign what is served instead")
     new_keys = keys.ensure(key_dir / NEXT_DIR)
     old_fp, new_fp = fingerprint(old.public_key), fingerprint(new_keys.public_key)
     record(log_path, "rotate-signing-key:start", old=old_fp, new=new_fp, verify_until=verify_until.isoformat(), by=by)
