@@ -149,3 +149,18 @@ def test_T01_a_profile_artifact_swapped_for_a_huge_file_is_refused_unread(
     genuine.write_bytes(reference.encode(signed.trained.profile))  # type: ignore[arg-type]
     assert reference.judged_profile(reference.read_profile(genuine), signed.trained.data_evidence,
                                     signed.attested).sha256 == signed.trained.data_evidence.poisoning.profile_sha256
+
+
+def test_T07_an_oversized_record_planted_in_the_registry_is_read_only_to_the_limit(
+        registry: Registry, attacker: Any, promoted: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are read whole into memory: a multi-gigabyte object planted under promotions/ with the pipeline's
+    S3 key would exhaust the reader (ingest, promote, the server). At most one byte past the limit is read;
+    the truncated body does not parse, so it is ignored like any forgery."""
+    from mlsec.registry import store
+
+    monkeypatch.setattr(store, "RECORD_LIMIT", 64 * 1024)  # the real limit (16 MiB) scaled down
+    key = f"promotions/credit/dev/99999999T000000000000Z-{'e' * 32}.dsse.json"
+    attacker.put_object(Bucket=registry.bucket, Key=key, Body=b'{"payload": "' + b"A" * 1_000_000 + b'"}')
+    got = registry._get(key)  # noqa: SLF001
+    assert got is not None and len(got[0]) == 64 * 1024 + 1
+    assert registry.resolve("credit", "dev")[0] == promoted

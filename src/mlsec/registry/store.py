@@ -59,6 +59,9 @@ RECORD_DIRS = ("deployments/", "attestations/", "approvals/")  # beside a versio
 REJUDGED = ("data", "training", "signing")  # gates a promotion judges again under the stage's environment
 
 
+RECORD_LIMIT = 16 * 1024 * 1024  # bytes of a stored record (manifest, alias, promotion, decision, evidence)
+
+
 class RegistryError(RuntimeError):
     pass
 
@@ -168,7 +171,10 @@ class Registry:
             if _code(e) in {"NoSuchKey", "404", "NoSuchVersion"}:
                 return None
             raise
-        return obj["Body"].read(), obj["ETag"]
+        # Records are small signed JSON; one planted with the pipeline's S3 key may be gigabytes. Read at
+        # most one byte past the limit: an oversized record then fails to parse or verify like any forgery.
+        with obj["Body"] as body:
+            return body.read(RECORD_LIMIT + 1), obj["ETag"]
 
     def _keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
