@@ -12,8 +12,10 @@ CONFIG_KEYS = ["MLSEC_ENV", "MLSEC_DEPLOY_TARGET", "MLSEC_S3_ENDPOINT", "MLSEC_S
                "MLSEC_IMAGE", "MLSEC_NAMESPACE", "MLSEC_GIT_COMMIT", "MLSEC_KEY_DIR", "MLSEC_GATE_KEY",
                "MLSEC_AUDIT_KEY", "MLSEC_GATE_TRUST_DIR", "MLSEC_DATA_SOURCE_PREFIX",
                "MLSEC_DATA_S3_CREDENTIALS_DIR", "MLSEC_AUDIT_S3_CREDENTIALS_DIR", "MLSEC_PII_TOKEN_KEY_FILE",
-               "MLSEC_REFERENCE_S3_CREDENTIALS_DIR"]
+               "MLSEC_REFERENCE_S3_CREDENTIALS_DIR", "MLSEC_SIGNING_TRUST"]
 SIGNING_DIR = "/etc/mlsec/signing"  # MLSEC_KEY_DIR in the ConfigMap points here
+# MLSEC_SIGNING_TRUST: after a key rotation, the retired keys that verify until a date (mlsec.sign.keyring)
+SIGNING_TRUST_DIR = "/etc/mlsec/signing-trust"
 GATE_KEY_DIR = "/etc/mlsec/gate-key"  # MLSEC_GATE_KEY in the ConfigMap: GATE_KEY_DIR/gate.key
 GATE_TRUST_DIR = "/etc/mlsec/gate-trust"  # MLSEC_GATE_TRUST_DIR: <env>.pub for every environment
 DATA_S3_DIR = "/etc/mlsec/s3-data"  # MLSEC_DATA_S3_CREDENTIALS_DIR: the read-only identity ingest reads with
@@ -40,6 +42,8 @@ def harden(task: PipelineTask, *, s3: bool = False, signing_key: bool = False, p
     if signing_key or public_key:
         secret = "mlsec-signing-key" if signing_key else "mlsec-signing-pub"
         kubernetes.use_secret_as_volume(task, secret, mount_path=SIGNING_DIR)
+        # Read-only, and absent until the first rotation (no file: the configured key alone).
+        kubernetes.use_config_map_as_volume(task, "mlsec-signing-trust", mount_path=SIGNING_TRUST_DIR, optional=True)
     # Every task verifies signed decisions; only gate tasks (and promote) hold the environment's gate key,
     # a Secret of the namespace the environment's runs use, apart from the model-signing key.
     kubernetes.use_config_map_as_volume(task, "mlsec-gate-trust", mount_path=GATE_TRUST_DIR)

@@ -136,3 +136,22 @@ def test_only_the_serve_task_holds_the_deployer_token(ir: tuple[dict[str, Any], 
     assert holders == {"exec-serve"}
     (mount,) = [v for v in executors["exec-serve"]["secretAsVolume"] if v["secretName"] == "mlsec-deployer-token"]
     assert mount["mountPath"] == DEPLOYER_TOKEN_DIR and not mount.get("optional")  # no token, no apply
+
+
+
+def test_tasks_that_verify_model_signatures_read_the_signing_trust_file(ir: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """After a key rotation the retired key verifies until its date in the pipeline too: the trust file
+    (ConfigMap mlsec-signing-trust, absent before the first rotation) lies where MLSEC_SIGNING_TRUST says."""
+    from pathlib import Path
+
+    from components._platform import SIGNING_TRUST_DIR
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "manifests" / "config.yaml").read_text())
+    assert Path(config["data"]["MLSEC_SIGNING_TRUST"]).parent == Path(SIGNING_TRUST_DIR)
+    _, executors = ir
+    verifiers = {name for name, ex in executors.items()
+                 if any(v["secretName"] in ("mlsec-signing-pub", "mlsec-signing-key") for v in ex.get("secretAsVolume", []))}
+    assert {"exec-sign", "exec-promote", "exec-serve"} <= verifiers
+    for name in verifiers:
+        (mount,) = [v for v in executors[name].get("configMapAsVolume", []) if v["configMapName"] == "mlsec-signing-trust"]
+        assert mount["mountPath"] == SIGNING_TRUST_DIR and mount["optional"], name

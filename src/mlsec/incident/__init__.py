@@ -225,8 +225,11 @@ def _rotate(args: Any, reg: Any, key_dir: Path, old: Any, audit_path: Path, by: 
         print(f"  {v.model} {v.version} ({', '.join(v.stages)}): {v.status} {v.detail}")
     print(f"new key in {key_dir} (private key 0600, never printed); trust file {key_dir / 'signing-trust.json'}.\n"
           "In a cluster: update Secret mlsec-signing-key (signing.key) for the sign task, Secret mlsec-signing-pub "
-          "(signing.pub) and ConfigMap mlsec-signing-trust (signing-trust.json, retired/) for the gates, registry "
-          f"and server, and add {r.new} to signing.allowed_signers in each environment's policy data.")
+          "(signing.pub) for the gates, registry and server, and ConfigMap mlsec-signing-trust in the pipeline's "
+          f"namespace (kubectl create configmap mlsec-signing-trust --from-file={key_dir / 'signing-trust.json'} "
+          f"--from-file={key_dir}/retired-<fingerprint>.pub for each retired key) so pipeline tasks honour the old "
+          "key's window (the server verifies with the active key alone: what was re-signed loads); and add "
+          f"{r.new} to signing.allowed_signers in each environment's policy data.")
     if r.refused:
         print(f"REFUSED {len(r.refused)} version(s) that do not verify with the old key: not re-signed; revoke "
               "them (mlsec incident revoke-model) and find how they were changed", file=sys.stderr)

@@ -4,7 +4,8 @@ After a rotation (`mlsec incident rotate-signing-key`) the old key stays trusted
 date, so what it signed keeps loading while it is re-signed, and never afterwards; it never signs again.
 The trust file (`signing-trust.json` beside the keys, or MLSEC_SIGNING_TRUST; in a cluster the ConfigMap
 `mlsec-signing-trust`) names the active key's fingerprint and each retired key with its last valid day; a
-retired key's public key lies beside it as `retired/<fingerprint hex>.pub`. No trust file: the configured
+retired key's public key lies beside it as `retired-<fingerprint hex>.pub` (flat, so that one ConfigMap holds
+them all). No trust file: the configured
 public key alone, as before any rotation.
 """
 
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlsec.sign.keys import key_fingerprint, load_public
 
 TRUST_FILE = "signing-trust.json"
-RETIRED_DIR = "retired"
+RETIRED_PREFIX = "retired-"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ def key_hint(key: ec.EllipticCurvePublicKey) -> str:
     return hashlib.sha256(pem).hexdigest()
 
 
+def retired_public(trust_file: Path, fingerprint: str) -> Path:
+    return trust_file.parent / f"{RETIRED_PREFIX}{fingerprint.removeprefix('sha256:')}.pub"
+
+
 def trust_path(key_dir: Path) -> Path:
     return Path(os.environ.get("MLSEC_SIGNING_TRUST") or key_dir / TRUST_FILE)
 
@@ -71,7 +76,7 @@ def load(path: Path) -> Keyring:
         doc = json.loads(path.read_text())
         retired = []
         for r in doc.get("retired", []):
-            pub = path.parent / RETIRED_DIR / f"{r['fingerprint'].removeprefix('sha256:')}.pub"
+            pub = retired_public(path, r["fingerprint"])
             if key_fingerprint(load_public(pub)) != r["fingerprint"]:
                 raise ValueError(f"{pub} does not hold the key {r['fingerprint']}")
             retired.append(RetiredKey(r["fingerprint"], pub, date.fromisoformat(r["verify_until"])))
@@ -96,8 +101,7 @@ def retire(path: Path, old_public: Path, new_public: Path, verify_until: date) -
     old_fp, new_fp = key_fingerprint(load_public(old_public)), key_fingerprint(load_public(new_public))
     if old_fp == new_fp:
         raise ValueError("the new signing key is the old one")
-    (path.parent / RETIRED_DIR).mkdir(parents=True, exist_ok=True)
-    pub = path.parent / RETIRED_DIR / f"{old_fp.removeprefix('sha256:')}.pub"
+    pub = retired_public(path, old_fp)
     pub.write_bytes(old_public.read_bytes())
     kept = tuple(r for r in ring.retired if r.fingerprint not in (old_fp, new_fp))
     ring = Keyring(new_fp, (*kept, RetiredKey(old_fp, pub, verify_until)))
