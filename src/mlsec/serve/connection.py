@@ -7,6 +7,8 @@ refused (uvicorn discards those bytes, and each one restarts the keep-alive cloc
 head (request line and headers) must be complete within head_timeout_s of the connection opening, or
 of the first byte after a response; otherwise the connection is closed. The body has its own deadline
 in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections keep uvicorn's timeout.
+A head is bounded in size too: httptools buffers a header value without limit, so within the deadline one
+connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed.
 """
 
 from __future__ import annotations
@@ -18,19 +20,32 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     head_timeout_s = 10.0  # set per server by protocol(); a class attribute because uvicorn builds the instances
+    # Bytes since the last complete head that were not body: the head being parsed, plus chunked framing.
+    # Generous for framing (a body in one-byte chunks is 5 framing bytes a byte); a read can add 256 KiB more.
+    max_head_bytes = 1 << 20
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._expired)
+        self._head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
         if self._head is None and (self.cycle is None or self.cycle.response_complete):
             self._head = self.loop.call_later(self.head_timeout_s, self._expired)  # a new head, or leftovers
+        self._head_bytes += len(data)  # counted whatever the timer: a pipelined head grows while a request runs
         super().data_received(data)
+        if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+            self._cancel()
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._cancel()
+        self._head_bytes = 0
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._head_bytes = max(0, self._head_bytes - len(body))  # body, read or discarded, is not head
+        super().on_body(body)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()

@@ -1,0 +1,70 @@
+"""Attacks from a review of the serving changes, played with raw sockets against the running server.
+
+A request head is bounded in size as well as in time: httptools buffers a header value without limit,
+so within the head deadline one connection could make the server hold gigabytes (a header bomb).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mlsec.sign import keys
+
+from conftest import Signed
+from serve_support import GOOD, V1, Running, post, start
+
+HEAD_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
+    running = start(tmp_path_factory.mktemp("review"), signed.bundle, key_pair.public_key, ["alice"],
+                    head_timeout_s=HEAD_TIMEOUT)
+    yield running
+    running.stop()
+
+
+def _rss_kib(srv: Running) -> int:
+    status = open(f"/proc/{srv.proc.pid}/status").read()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def _flood(srv: Running, head: bytes, total: int) -> int:
+    """Sends `head`, then up to `total` bytes of one header's value as fast as the server takes them;
+    returns how many it took before it closed the connection."""
+    sent, piece = 0, b"a" * 65536
+    with socket.create_connection((srv.host, srv.port), timeout=HEAD_TIMEOUT * 2) as s:
+        s.sendall(head)
+        try:
+            while sent < total:
+                s.sendall(piece)
+                sent += len(piece)
+        except OSError:
+            return sent
+        time.sleep(0.5)  # let the server parse what it has buffered
+    return sent
+
+
+def test_a_header_bomb_is_cut_off_by_size_not_only_by_the_head_deadline(srv: Running) -> None:
+    before = _rss_kib(srv)
+    head = f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nX-Pad: ".encode()
+    sent = _flood(srv, head, 256 * 1024 * 1024)
+    grown_mib = (_rss_kib(srv) - before) / 1024
+    assert sent < 8 * 1024 * 1024, f"the server took {sent / 2**20:.0f} MiB of one header, grew {grown_mib:.0f} MiB"
+    # Honest requests, one of them with a chunked body in one-byte chunks (framing is not counted as body),
+    # are still served.
+    assert post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0] == 200
+    body = json.dumps({"instances": [GOOD]}).encode()
+    chunked = b"".join(b"1\r\n" + bytes([c]) + b"\r\n" for c in body) + b"0\r\n\r\n"
+    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+        s.sendall(f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                  f"Authorization: Bearer {srv.keys['alice']}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunked)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
