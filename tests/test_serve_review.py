@@ -2,6 +2,7 @@
 
 A request head is bounded in size as well as in time: httptools buffers a header value without limit,
 so within the head deadline one connection could make the server hold gigabytes (a header bomb).
+Lockouts of addresses that never come back are forgotten once expired (a flood of fresh addresses).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mlsec.serve.auth import Lockout
 from mlsec.sign import keys
 
 from conftest import Signed
@@ -68,3 +70,14 @@ def test_a_header_bomb_is_cut_off_by_size_not_only_by_the_head_deadline(srv: Run
         while chunk := s.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+
+
+def test_lockouts_of_addresses_that_never_return_do_not_grow_without_bound() -> None:
+    lockout = Lockout(max_failures=2, window_s=60.0, lockout_s=10.0, max_addresses=100)
+    for i in range(5000):  # fresh addresses, each locked out once and never seen again
+        now = i * 0.01
+        lockout.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", now)
+        lockout.failed(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", now)
+    assert len(lockout._until) <= 100
+    # A live lockout is kept while the table has room: the last address is still locked out.
+    assert lockout.locked("10.0.19.135", 49.99 + 5.0) > 0

@@ -105,8 +105,20 @@ class Lockout:
         recent = [t for t in self._failures.get(address, []) if t > now - self.window_s] + [now]
         self._failures[address] = recent
         if len(recent) >= self.max_failures:
+            if address not in self._until and len(self._until) >= self.max_addresses:
+                self._prune_locks(now)
             self._until[address] = now + self.lockout_s
             del self._failures[address]
+
+    def _prune_locks(self, now: float) -> None:
+        """Lockouts are dropped only when their address comes back: without this, addresses that never return
+        (a flood of fresh ones) grew the table without bound. Expired ones go; if all are live, the soonest to
+        expire half (an attacker holding that many addresses gains nothing it lacked)."""
+        for address in [a for a, until in self._until.items() if until <= now]:
+            del self._until[address]
+        if len(self._until) >= self.max_addresses:
+            for address in sorted(self._until, key=self._until.__getitem__)[: len(self._until) // 2]:
+                del self._until[address]
 
     def _prune(self, now: float) -> None:
         for address in [a for a, ts in self._failures.items() if ts[-1] <= now - self.window_s]:
