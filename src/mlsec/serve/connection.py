@@ -8,7 +8,9 @@ head (request line and headers) must be complete within head_timeout_s of the co
 of the first byte after a response; otherwise the connection is closed. The body has its own deadline
 in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections keep uvicorn's timeout.
 A head is bounded in size too: httptools buffers a header value without limit, so within the deadline one
-connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed.
+connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed. And in
+count: a megabyte of tiny header lines cost the server half a second of CPU per request; past max_headers
+fields uvicorn answers 400 and closes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     # Bytes since the last complete head that were not body: the head being parsed, plus chunked framing.
     # Generous for framing (a body in one-byte chunks is 5 framing bytes a byte); a read can add 256 KiB more.
     max_head_bytes = 1 << 20
+    max_headers = 100  # as Apache's LimitRequestFields; a proxy chain adds a few dozen at most
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -37,6 +40,11 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._cancel()
             self.transport.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.max_headers:  # raised through httptools: uvicorn answers 400 and closes
+            raise ValueError(f"more than {self.max_headers} header fields")
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._cancel()
