@@ -181,3 +181,25 @@ def test_load_verifies_and_loads_the_same_bytes_while_weights_are_swapped(
     weights.symlink_to(tmp_path / "evil.safetensors")
     with pytest.raises(ValueError, match="symlink"):
         SignedModel("credit", bundle, key_pair.public_key).load()
+
+
+def test_a_websocket_upgrade_reaches_no_app(model: SignedModel) -> None:
+    """The guard authenticates, limits and audits HTTP; a websocket scope skipped all of it and went to the app
+    (kserve has no websocket route today, so Starlette refused it: by luck, not by the guard)."""
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    guard, _ = _guard(model, app)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    scope = {"type": "websocket", "path": "/v1/models/credit:predict", "client": ("127.0.0.9", 1), "headers": []}
+    asyncio.run(guard(scope, receive, send))
+    assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]

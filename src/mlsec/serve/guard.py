@@ -86,7 +86,10 @@ class Guard:
         self._audit_file = settings.audit_log.open("a", buffering=1) if settings.audit_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # no route here speaks it; refused before any app sees it (HTTP 403)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         key = (scope["method"], scope["path"])
