@@ -17,7 +17,9 @@ from mlsec.registry.store import Registry, RegistryError
 from mlsec.sign import keys
 
 from conftest import GateKeys, Signed, _authenticated
-from registry_support import chain_engine, promote
+from registry_support import promote
+from test_incident_rotate import key_dir as key_dir  # the fixture: the key about to be rotated
+from test_registry_attacks import promoted as promoted  # the fixture: the sample's model in dev
 
 # 200 KB, under the 1 MiB envelope cap: Python's json parser recurses once per opener and gives up with
 # RecursionError, which is no ValueError. Raw, or as the payload of an envelope-shaped document.
@@ -32,25 +34,10 @@ def attacker(s3_server: LocalS3) -> Any:
     return _authenticated(s3_server, role="pipeline")
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory, key_pair: keys.KeyPair):  # type: ignore[no-untyped-def]
-    e = chain_engine(tmp_path_factory.mktemp("chain"), key_pair.public_key, [])
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def promoted(registry: Registry, signed: Signed, key_pair: keys.KeyPair, chain: InProcessEngine,
-             gate_keys: GateKeys) -> str:
-    version = signed.register(registry, key_pair)
-    assert promote(registry, version, "dev", key_pair, chain, gate_keys).allow
-    return version
-
-
 @pytest.mark.parametrize("body", [DEEP, DEEP_PAYLOAD], ids=["raw", "payload"])
 def test_T07_deeply_nested_records_planted_beside_signed_ones_are_ignored_not_fatal(
         tmp_path: Path, registry: Registry, attacker: Any, promoted: str, key_pair: keys.KeyPair,
-        chain: InProcessEngine, gate_keys: GateKeys, signed: Signed, body: bytes) -> None:
+        engine: InProcessEngine, gate_keys: GateKeys, signed: Signed, body: bytes) -> None:
     """A forged record must be ignored like any other unsigned one. A JSON nesting bomb raised RecursionError
     out of the envelope parser: one object under promotions/ took down head() (no stage resolves, the server
     cannot pull, no promotion moves), one under attestations/ every verification of the version, and one under
@@ -65,7 +52,7 @@ def test_T07_deeply_nested_records_planted_beside_signed_ones_are_ignored_not_fa
         attacker.put_object(Bucket=registry.bucket, Key=key, Body=body)
     assert registry.resolve("credit", "dev") == (promoted, record.model_digest)
     assert registry.pull("credit", "dev", tmp_path / "pulled", key_pair.public_key).version == promoted
-    assert promote(registry, promoted, "dev", key_pair, chain, gate_keys).allow
+    assert promote(registry, promoted, "dev", key_pair, engine, gate_keys).allow
     got = reference.read(registry, "credit", "dev")
     assert got.used.source == "registry" and got.profile is not None
 
@@ -88,14 +75,13 @@ def test_T23_a_set_planted_under_the_active_keys_hint_only_blocks_with_a_named_e
 
 def test_T23_rotation_does_not_launder_a_provenance_the_stolen_key_rewrote(
         tmp_path: Path, registry: Registry, attacker: Any, promoted: str, key_pair: keys.KeyPair,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        key_dir: Path) -> None:
     """The thief holds the old model key and the pipeline's S3 identity. The model bytes are pinned by the
     gate-signed promotion, but the provenance's facts (dataset, decisions, dataset provenance) were vouched
     for only by the stolen key: a newer object version of provenance.dsse.json, signed with it, claiming
     another dataset, verified with the old key, and the rotation re-signed it with the new key, so the lie
     outlived the old key's window. The registry wrote the set once (conditional create): a second stored
     version of it is tampering, and the version is REFUSED, not re-signed."""
-    import shutil
     from datetime import timedelta
 
     from mlsec.incident import rotate
@@ -117,12 +103,6 @@ def test_T23_rotation_does_not_launder_a_provenance_the_stolen_key_rewrote(
                         Body=json.dumps(Signing("key", key_pair).sign_document(stmt)).encode())
     assert registry.verify_version("credit", promoted, key_pair.public_key).dataset_digest == "e" * 64  # believed
 
-    for var in ("MLSEC_SIGNING_KEY", "MLSEC_PUBLIC_KEY", "MLSEC_SIGNING_TRUST", "MLSEC_SIGNING_METHOD"):
-        monkeypatch.delenv(var, raising=False)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir()
-    shutil.copy(key_pair.private_key, key_dir / keys.PRIVATE)
-    shutil.copy(key_pair.public_key, key_dir / keys.PUBLIC)
     r = rotate.rotate(registry, key_dir, configured_trust(key_dir), keyring.today() + timedelta(days=1),
                       tmp_path / "incidents.jsonl", "oncall", ("dev",))
     assert [(v.version, v.status) for v in r.versions] == [(promoted, "REFUSED")]
