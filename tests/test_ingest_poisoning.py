@@ -26,7 +26,8 @@ from mlsec.gates.gate import evaluate
 from mlsec.ingest import profile, sample, stage
 from mlsec.ingest.contract import DataContract
 from mlsec.ingest.evidence import DataEvidence
-from mlsec.ingest.screens import PoisoningScreen, screen
+from mlsec.ingest.figures import PoisoningScreen
+from mlsec.ingest.screens import screen
 
 CLEAN_SEEDS = [s for s in range(1, 22) if s != 7][:20]  # 7 made the bundled sample itself
 

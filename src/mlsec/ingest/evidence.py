@@ -13,7 +13,7 @@ from pydantic import Field
 
 from mlsec.evidence import Evidence, Sha256, Strict
 from mlsec.ingest.errors import ErrorCode
-from mlsec.ingest.screens import PoisoningScreen  # the poisoning screens' figures (mlsec.ingest.screens)
+from mlsec.ingest.figures import PoisoningScreen  # the poisoning screens' figures (mlsec.ingest.screens)
 
 
 class ContractResult(Strict):

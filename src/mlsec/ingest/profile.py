@@ -21,8 +21,9 @@ from pydantic import Field
 
 from mlsec.config import sample_dataset
 from mlsec.digest import sha256_json
-from mlsec.evidence import Sha256, Strict
+from mlsec.evidence import Strict
 from mlsec.ingest.contract import DataContract
+from mlsec.ingest.figures import ReferenceUsed
 
 PERCENTILES = np.linspace(0, 100, 101)
 FREQUENT_SHARE = 0.001  # exact values at least this common are listed; anything rarer counts as rare
@@ -58,15 +59,6 @@ class ReferenceProfile(Strict):
     @property
     def sha256(self) -> str:
         return sha256_json(self.model_dump(mode="json"))
-
-
-class ReferenceUsed(Strict):
-    """Which reference the screens compared against, as the evidence records it."""
-
-    source: Literal["registry", "shipped", "none"]
-    detail: str  # where it came from, or why there is none
-    sha256: Sha256 | None = None  # of the profile's canonical JSON
-    rows: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)

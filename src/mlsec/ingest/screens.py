@@ -19,15 +19,14 @@ import logging
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from mlsec.evidence import Sha256, Strict
 from mlsec.ingest.contract import DataContract
+from mlsec.ingest.figures import Drift, LabelIssues, LabelShift, PoisoningScreen, Trigger
 from mlsec.ingest.profile import (
     Distribution, Reference, ReferenceProfile, ReferenceUsed, build, coded_pairs, decile_edges, labels, numeric, value_key,
 )
@@ -45,56 +44,6 @@ TRIGGER_MIN_PURITY = 0.8
 TRIGGERS_REPORTED = 10
 NEAR_DUPLICATE = 0.01  # Euclidean distance in units of each feature's interquartile range
 SEED = 0  # the screens are deterministic: the same bytes give the same evidence
-
-
-class LabelShift(Strict):
-    group: str  # "all", or "<protected attribute>=<value>"
-    rows: int = Field(ge=0)
-    rate: float = Field(ge=0, le=1)
-    reference_rate: float = Field(ge=0, le=1)
-    z: float
-    p_value: float = Field(ge=0, le=1)
-
-
-class Drift(Strict):
-    feature: str
-    group: str
-    psi: float = Field(ge=0)
-    ks: float = Field(ge=0, le=1)
-    ks_p_value: float = Field(ge=0, le=1)
-
-
-class LabelIssues(Strict):
-    label: int
-    rows: int = Field(ge=0)
-    suspected: int = Field(ge=0)
-    share: float = Field(ge=0, le=1)
-
-
-class Trigger(Strict):
-    pattern: str  # e.g. "num_late_payments=9.0" or "age in bin 1 & credit_history_years in bin 6"
-    rows: int = Field(ge=0)
-    share: float = Field(ge=0, le=1)  # of this dataset's rows
-    label: int
-    purity: float = Field(ge=0, le=1)  # share of the pattern's rows with that label
-    reference_share: float = Field(ge=0, le=1)
-
-
-class PoisoningScreen(Strict):
-    conflicting_duplicates: int = Field(ge=0)
-    label_rate: float = Field(ge=0, le=1)
-    screened: bool = False  # False: the data never got far enough (contract failed, unreadable)
-    reference: ReferenceUsed | None = None
-    label_shift: list[LabelShift] = []
-    drift: list[Drift] = []
-    label_issues: list[LabelIssues] = []
-    triggers: list[Trigger] = []
-    duplicate_share: float = Field(default=0.0, ge=0, le=1)
-    near_duplicate_share: float = Field(default=0.0, ge=0, le=1)
-    outlier_share: float = Field(default=0.0, ge=0, le=1)
-    # SHA-256 of this dataset's own profile (its canonical JSON), which ingest writes as an artifact of its
-    # own: promote stores the file's bytes as the next ingest's reference only if they hash to this.
-    profile_sha256: Sha256 | None = None
 
 
 def _r(x: float) -> float:
