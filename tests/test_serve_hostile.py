@@ -30,6 +30,7 @@ SSN = "123-45-6789"
 SWEEP_LOW, SWEEP_HIGH = [18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1]
 CLIENTS = ["alice", "sweep-v1", "sweep-columns", "sweep-nested", "steady", "slow"]
 BODY_TIMEOUT = HEAD_TIMEOUT = 2.0
+HEADLESS = "127.0.0.3"  # the head-deadline test's own address: its unauthenticated requests count toward a lockout
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +249,7 @@ def _dribble(srv: Running, first: bytes, then: bytes, until: float) -> tuple[byt
     """Raw socket: sends `first`, then `then` a byte every 0.2 s. Returns what came back and when (seconds
     after `first`) the server closed the connection (inf: still open at `until`)."""
     reply = b""
-    with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+    with socket.create_connection((srv.host, srv.port), timeout=10, source_address=(HEADLESS, 0)) as s:
         s.sendall(first)
         started, rest = time.monotonic(), list(then)
         s.settimeout(0.2)
@@ -267,6 +268,18 @@ def _dribble(srv: Running, first: bytes, then: bytes, until: float) -> tuple[byt
     return reply, float("inf")
 
 
+def _response(s: socket.socket) -> bytes:
+    """One whole response read from a raw socket: its head, then Content-Length bytes of body."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += s.recv(65536) or pytest.fail(f"closed after {reply!r}")
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        rest += s.recv(65536) or pytest.fail(f"closed after {reply!r}")
+    return head + b"\r\n\r\n" + rest
+
+
 def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Running) -> None:
     served = post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0]
     body = json.dumps({"instances": [GOOD]}).encode()
@@ -280,6 +293,23 @@ def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Ru
     refused = head + f"Content-Length: {len(body) + 300}\r\n\r\n".encode()
     reply, closed = _dribble(srv, refused, body + b" " * 300, 8.0)
     assert reply.startswith(b"HTTP/1.1 401") and HEAD_TIMEOUT <= closed < HEAD_TIMEOUT + 1.5, (reply[:200], closed)
+    # A head that begins in the same write as a whole request (pipelined), refused or served, has the deadline
+    # too: nothing after it restarts a clock.
+    key = srv.keys["alice"]
+    served_head = head + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    for whole, status in ((refused + body + b" " * 300, b"401"), (served_head + body, b"200")):
+        reply, closed = _dribble(srv, whole + head[:10], b"", 8.0)
+        assert reply.startswith(b"HTTP/1.1 " + status) and HEAD_TIMEOUT <= closed < HEAD_TIMEOUT + 1.5, (reply[:200], closed)
+    # ... but a refused request's body that arrives whole after the response is not a head in progress: the
+    # connection then idles like any other (a client sends headers and body in separate writes; on a loaded
+    # server the response can go out between them).
+    with socket.create_connection((srv.host, srv.port), timeout=10, source_address=(HEADLESS, 0)) as s:
+        s.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        assert _response(s).startswith(b"HTTP/1.1 401")
+        s.sendall(body)
+        time.sleep(HEAD_TIMEOUT + 0.5)
+        s.sendall(served_head + body)
+        assert _response(s).startswith(b"HTTP/1.1 200")
     # A kept-alive connection between requests, and a connection that sends its request at once, are served.
     assert served == 200
     conn = srv.connect()

@@ -5,8 +5,10 @@ clock. So a client holds a connection open for as long as it likes by connecting
 by sending its headers a byte at a time, or by dribbling the body of a request the guard already
 refused (uvicorn discards those bytes, and each one restarts the keep-alive clock). Here a request's
 head (request line and headers) must be complete within head_timeout_s of the connection opening, or
-of the first byte after a response; otherwise the connection is closed. The body has its own deadline
-in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections keep uvicorn's timeout.
+of the first byte after a response; otherwise the connection is closed. The leftover body of a request
+refused before it was read counts against that deadline until it is all in; then the connection idles.
+The body has its own deadline in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections
+keep uvicorn's timeout.
 A head is bounded in size too: httptools buffers a header value without limit, so within the deadline one
 connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed. And in
 count: a megabyte of tiny header lines cost the server half a second of CPU per request; past max_headers
@@ -50,6 +52,16 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         self._cancel()
         self._head_bytes = 0
         super().on_headers_complete()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head is None:  # a pipelined head that began in the read that ended the last leftovers
+            self._head = self.loop.call_later(self.head_timeout_s, self._expired)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.cycle is not None and self.cycle.response_complete:  # a refused request's body, all in: no head pends
+            self._cancel()
 
     def on_body(self, body: bytes) -> None:
         self._head_bytes = max(0, self._head_bytes - len(body))  # body, read or discarded, is not head
