@@ -30,6 +30,7 @@ SSN = "123-45-6789"
 SWEEP_LOW, SWEEP_HIGH = [18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1]
 CLIENTS = ["alice", "sweep-v1", "sweep-columns", "sweep-nested", "steady", "slow"]
 BODY_TIMEOUT = HEAD_TIMEOUT = 2.0
+IDLE_TIMEOUT = 10  # longer than any pause between requests on one connection in these tests
 HEADLESS = "127.0.0.3"  # the head-deadline test's own address: its unauthenticated requests count toward a lockout
 
 
@@ -37,7 +38,7 @@ HEADLESS = "127.0.0.3"  # the head-deadline test's own address: its unauthentica
 def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
     running = start(tmp_path_factory.mktemp("hostile"), signed.bundle, key_pair.public_key, CLIENTS,
                     rate="1000/second", max_bad_keys=5, lockout_s=120.0, body_timeout_s=BODY_TIMEOUT,
-                    head_timeout_s=HEAD_TIMEOUT)
+                    head_timeout_s=HEAD_TIMEOUT, idle_timeout_s=IDLE_TIMEOUT)
     yield running
     running.stop()
 
@@ -302,14 +303,20 @@ def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Ru
         assert reply.startswith(b"HTTP/1.1 " + status) and HEAD_TIMEOUT <= closed < HEAD_TIMEOUT + 1.5, (reply[:200], closed)
     # ... but a refused request's body that arrives whole after the response is not a head in progress: the
     # connection then idles like any other (a client sends headers and body in separate writes; on a loaded
-    # server the response can go out between them).
+    # server the response can go out between them): served after the head deadline, closed at the idle timeout.
+    idle = socket.create_connection((srv.host, srv.port), timeout=IDLE_TIMEOUT + 5, source_address=(HEADLESS, 0))
     with socket.create_connection((srv.host, srv.port), timeout=10, source_address=(HEADLESS, 0)) as s:
-        s.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode())
-        assert _response(s).startswith(b"HTTP/1.1 401")
-        s.sendall(body)
+        for conn in (idle, s):
+            conn.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode())
+            assert _response(conn).startswith(b"HTTP/1.1 401")
+            conn.sendall(body)
+        went_idle = time.monotonic()
         time.sleep(HEAD_TIMEOUT + 0.5)
         s.sendall(served_head + body)
         assert _response(s).startswith(b"HTTP/1.1 200")
+    with idle:
+        assert idle.recv(1) == b""
+    assert IDLE_TIMEOUT <= time.monotonic() - went_idle < IDLE_TIMEOUT + 1.5
     # A kept-alive connection between requests, and a connection that sends its request at once, are served.
     assert served == 200
     conn = srv.connect()

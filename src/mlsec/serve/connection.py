@@ -8,7 +8,7 @@ head (request line and headers) must be complete within head_timeout_s of the co
 of the first byte after a response; otherwise the connection is closed. The leftover body of a request
 refused before it was read counts against that deadline until it is all in; then the connection idles.
 The body has its own deadline in the guard (GuardConfig.body_timeout_s), and idle keep-alive connections
-keep uvicorn's timeout.
+keep uvicorn's timeout (GuardConfig.idle_timeout_s).
 A head is bounded in size too: httptools buffers a header value without limit, so within the deadline one
 connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed. And in
 count: a megabyte of tiny header lines cost the server half a second of CPU per request; past max_headers
@@ -55,13 +55,19 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unset_keepalive_if_required()  # a request has begun: the connection is not idle
         if self._head is None:  # a pipelined head that began in the read that ended the last leftovers
             self._head = self.loop.call_later(self.head_timeout_s, self._expired)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self.cycle is not None and self.cycle.response_complete:  # a refused request's body, all in: no head pends
+        if self.cycle is not None and self.cycle.response_complete and not self.transport.is_closing():
+            # A refused request's body, all in: no head pends, and the connection idles from here. uvicorn armed
+            # its idle timer at the response and the body's bytes disarmed it: armed again, or nothing would
+            # ever close this connection.
             self._cancel()
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_body(self, body: bytes) -> None:
         self._head_bytes = max(0, self._head_bytes - len(body))  # body, read or discarded, is not head

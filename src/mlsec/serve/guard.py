@@ -57,6 +57,9 @@ class GuardConfig:
     # ... and the request line and headers within this many seconds of the connection opening or of their first
     # byte (mlsec.serve.connection): no connection is held by sending nothing, or headers a byte at a time.
     head_timeout_s: float = 10.0
+    # An idle keep-alive connection is closed after this many seconds (uvicorn's timeout_keep_alive; 65, as kserve
+    # sets it, outlasts the 60 s idle timeout of common load balancers, so they never reuse a closed connection).
+    idle_timeout_s: int = 65
 
 
 class Guard:

@@ -91,4 +91,4 @@ def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
                        **Guard.monitors(model.cfg))
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
     BoundModelServer(host, head_timeout_s=guard.head_timeout_s, http_port=port, workers=1, enable_grpc=False,
-                     enable_docs_url=False).start([model])
+                     enable_docs_url=False, timeout_keep_alive=guard.idle_timeout_s).start([model])
