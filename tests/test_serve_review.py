@@ -2,16 +2,20 @@
 
 A request head is bounded in size as well as in time: httptools buffers a header value without limit,
 so within the head deadline one connection could make the server hold gigabytes (a header bomb).
-So is its number of header fields (each costs the server CPU).
+So is its number of header fields (each costs the server CPU), and the number of pipelined requests
+queued behind the one being answered (uvicorn parses and queues every one it has read). A client that
+stops reading its responses is reset at the write deadline instead of holding the connection for ever.
 Lockouts of addresses that never come back are forgotten once expired (a flood of fresh addresses).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +26,13 @@ from conftest import Signed
 from serve_support import GOOD, V1, Running, post, start
 
 HEAD_TIMEOUT = 5.0
+WRITE_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, signed: Signed, key_pair: keys.KeyPair) -> Iterator[Running]:
     running = start(tmp_path_factory.mktemp("review"), signed.bundle, key_pair.public_key, ["alice"],
-                    head_timeout_s=HEAD_TIMEOUT)
+                    head_timeout_s=HEAD_TIMEOUT, write_timeout_s=WRITE_TIMEOUT)
     yield running
     running.stop()
 
@@ -101,3 +106,60 @@ def test_a_request_with_too_many_header_fields_is_refused(srv: Running) -> None:
     # 50,000 tiny header lines (under 1 MiB) took the server 50 times a plain request's time to answer.
     assert _one_request(srv, 101).startswith(b"HTTP/1.1 400"), "101 extra header fields were accepted"
     assert _one_request(srv, 60).startswith(b"HTTP/1.1 200")
+
+
+def _held(srv: Running, client_port: int) -> bool:
+    """Whether the server still holds an established connection from this client port (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if int(local.split(":")[1], 16) == srv.port and int(remote.split(":")[1], 16) == client_port:
+            return state == "01"
+    return False
+
+
+def _never_reading(srv: Running) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the attacker's choice: its window stays shut
+    s.connect((srv.host, srv.port))
+    s.settimeout(1)
+    return s
+
+
+def test_a_client_that_stops_reading_is_reset_at_the_write_deadline(srv: Running) -> None:
+    # One public request at a time, never reading a response: the responses fill the kernel's buffers and
+    # uvicorn waits to write with no deadline of its own (no head, body or idle timer runs meanwhile).
+    with _never_reading(srv) as s:
+        port = s.getsockname()[1]
+        try:
+            for _ in range(1500):
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\n\r\n")
+                time.sleep(0.003)
+        except OSError:
+            pass  # the server stopped reading (or already reset the connection)
+        stalled = time.monotonic()
+        while _held(srv, port) and time.monotonic() - stalled < WRITE_TIMEOUT + 10:
+            time.sleep(0.2)
+        assert not _held(srv, port), f"still held {time.monotonic() - stalled:.0f} s after the client stopped"
+    assert post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0] == 200
+
+
+def test_pipelined_requests_are_queued_sixteen_at_most(srv: Running) -> None:
+    # 17 pipelined requests in one write (one answered, sixteen queued) are all answered; 18 are a 400 and a close.
+    for count, answers in ((17, [b"200"] * 17), (18, [b"400"])):
+        with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\n\r\n" * (count - 1)
+                      + b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert re.findall(rb"HTTP/1.1 (\d+)", reply) == answers, (count, reply[:300])
+    # 4 MiB of them, sent once and never read: uvicorn queued every one it read (~2 KiB each, 300+ MiB).
+    before = _rss_kib(srv)
+    with _never_reading(srv) as s:
+        try:
+            s.sendall(b"GET /x HTTP/1.1\r\n\r\n" * ((4 << 20) // 20))
+        except OSError:
+            pass  # closed before it took everything
+        time.sleep(2)
+    grown_mib = (_rss_kib(srv) - before) / 1024
+    assert grown_mib < 32, f"the server grew {grown_mib:.0f} MiB from 4 MiB of pipelined requests"

@@ -119,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     guard = GuardConfig(max_body_bytes=args.max_body, rate=args.rate, flagged_rate=args.flagged_rate,
                         body_timeout_s=args.body_timeout, head_timeout_s=args.head_timeout,
-                        idle_timeout_s=args.idle_timeout,
+                        idle_timeout_s=args.idle_timeout, write_timeout_s=args.write_timeout,
                         audit_log=audit, blocklist=Path(args.blocklist) if args.blocklist else blocklist_path(settings.home))
     serve(args.name, bundle, trust, host=args.host, port=args.port, api_keys=api_keys, guard=guard,
           expected_digest=args.digest, precision=args.precision)
@@ -473,6 +473,8 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds a request's line and headers may take to arrive (the connection is closed after that)")
     v.add_argument("--idle-timeout", type=int, default=65,
                    help="seconds a kept-alive connection may idle between requests (closed after that)")
+    v.add_argument("--write-timeout", type=float, default=30.0,
+                   help="seconds a response may sit unacknowledged by a client that stopped reading (reset after that)")
     v.add_argument("--precision", type=int, default=2, help="decimals of the returned probability")
     v.add_argument("--audit-log", help="request audit log, '-' for stdout (default: .mlsec/serve/<name>-requests.jsonl)")
     v.set_defaults(func=_serve)

@@ -12,12 +12,17 @@ keep uvicorn's timeout (GuardConfig.idle_timeout_s).
 A head is bounded in size too: httptools buffers a header value without limit, so within the deadline one
 connection could make the server hold gigabytes (a header bomb); past max_head_bytes it is closed. And in
 count: a megabyte of tiny header lines cost the server half a second of CPU per request; past max_headers
-fields uvicorn answers 400 and closes.
+fields uvicorn answers 400 and closes. uvicorn parses every pipelined request in what it has read (256 KiB:
+ten thousand tiny requests, 2 KiB of state each) and queues them all; past max_pipelined queued requests it
+answers 400 and closes. And it has no write deadline: a peer that stops reading (its TCP window shut) holds
+the connection, and the responses queued for it, for ever, even past close(); the kernel resets a connection
+whose sent data stays unacknowledged for write_timeout_s (TCP_USER_TIMEOUT, Linux).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -28,9 +33,12 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     # Generous for framing (a body in one-byte chunks is 5 framing bytes a byte); a read can add 256 KiB more.
     max_head_bytes = 1 << 20
     max_headers = 100  # as Apache's LimitRequestFields; a proxy chain adds a few dozen at most
+    max_pipelined = 16  # requests queued behind the one being answered; common clients pipeline none
+    write_timeout_s = 30.0  # set per server by protocol()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._write_deadline(transport)
         self._head: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._expired)
         self._head_bytes = 0
 
@@ -49,6 +57,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._queue_limit()
         self._cancel()
         self._head_bytes = 0
         super().on_headers_complete()
@@ -73,6 +82,15 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         self._head_bytes = max(0, self._head_bytes - len(body))  # body, read or discarded, is not head
         super().on_body(body)
 
+    def _write_deadline(self, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.write_timeout_s * 1000))
+
+    def _queue_limit(self) -> None:
+        if len(self.pipeline) >= self.max_pipelined:  # raised through httptools: uvicorn answers 400 and closes
+            raise ValueError(f"more than {self.max_pipelined} pipelined requests")
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         super().connection_lost(exc)
@@ -88,6 +106,6 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
             self.transport.close()
 
 
-def protocol(head_timeout_s: float) -> type[HeadDeadline]:
-    """uvicorn's http protocol class with this deadline."""
-    return type("HeadDeadline", (HeadDeadline,), {"head_timeout_s": head_timeout_s})
+def protocol(head_timeout_s: float, write_timeout_s: float) -> type[HeadDeadline]:
+    """uvicorn's http protocol class with these deadlines."""
+    return type("HeadDeadline", (HeadDeadline,), {"head_timeout_s": head_timeout_s, "write_timeout_s": write_timeout_s})

@@ -60,6 +60,8 @@ class GuardConfig:
     # An idle keep-alive connection is closed after this many seconds (uvicorn's timeout_keep_alive; 65, as kserve
     # sets it, outlasts the 60 s idle timeout of common load balancers, so they never reuse a closed connection).
     idle_timeout_s: int = 65
+    # A connection whose peer leaves sent responses unacknowledged (stops reading) this long is reset.
+    write_timeout_s: float = 30.0
 
 
 class Guard:

@@ -60,16 +60,16 @@ async def bad_request(_: Request, exc: Exception) -> JSONResponse:
 
 
 class BoundModelServer(ModelServer):  # type: ignore[misc]
-    def __init__(self, host: str, head_timeout_s: float | None = None, **kwargs: object) -> None:
+    def __init__(self, host: str, guard: GuardConfig, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.host, self.head_timeout_s = host, head_timeout_s
+        self.host, self.guard = host, guard
         quiet_logs()  # after kserve has configured its loggers
 
     async def _serve(self) -> None:
         if self._rest_server is not None:
             self._rest_server.config.host = self.host
-            if self.head_timeout_s is not None:  # uvicorn has no deadline for a request's head (slowloris)
-                self._rest_server.config.http = protocol(self.head_timeout_s)
+            # uvicorn has no deadline for a request's head (slowloris) nor for writing a response
+            self._rest_server.config.http = protocol(self.guard.head_timeout_s, self.guard.write_timeout_s)
         await super()._serve()
 
     def stop(self, sig: int) -> None:
@@ -90,5 +90,5 @@ def serve(name: str, bundle: Path, trust: Trust | Path, *, host: str, port: int,
     app.add_middleware(Guard, model=name, cfg=model.cfg, keys=keys, settings=guard, version=model.digest,
                        **Guard.monitors(model.cfg))
     log.info("serve: %s (%s) verified, listening on %s:%d", name, model.digest, host, port)
-    BoundModelServer(host, head_timeout_s=guard.head_timeout_s, http_port=port, workers=1, enable_grpc=False,
+    BoundModelServer(host, guard, http_port=port, workers=1, enable_grpc=False,
                      enable_docs_url=False, timeout_keep_alive=guard.idle_timeout_s).start([model])
