@@ -39,12 +39,13 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._write_deadline(transport)
-        self._head: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._expired)
+        self._head: asyncio.TimerHandle | None = None
+        self._arm()
         self._head_bytes = 0
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None and (self.cycle is None or self.cycle.response_complete):
-            self._head = self.loop.call_later(self.head_timeout_s, self._expired)  # a new head, or leftovers
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()  # a new head, or leftovers
         self._head_bytes += len(data)  # counted whatever the timer: a pipelined head grows while a request runs
         super().data_received(data)
         if self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
@@ -65,8 +66,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._unset_keepalive_if_required()  # a request has begun: the connection is not idle
-        if self._head is None:  # a pipelined head that began in the read that ended the last leftovers
-            self._head = self.loop.call_later(self.head_timeout_s, self._expired)
+        self._arm()  # a pipelined head that began in the read that ended the last leftovers
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -94,6 +94,11 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        """Starts the head deadline unless it already runs (it is never restarted by later bytes)."""
+        if self._head is None:
+            self._head = self.loop.call_later(self.head_timeout_s, self._expired)
 
     def _cancel(self) -> None:
         if self._head is not None:

@@ -1,8 +1,8 @@
 """Run the signed model behind KServe's ModelServer, bound to the address we choose.
 
 kserve 0.21 hard-codes host 0.0.0.0 in its REST server; the subclass sets the uvicorn host just
-before serving, so a local run never listens beyond loopback; it also gives uvicorn a deadline for each
-request's head (mlsec.serve.connection). Its SIGTERM handler also forgets the
+before serving, so a local run never listens beyond loopback; it also gives uvicorn the connection limits
+it lacks (mlsec.serve.connection: head and write deadlines, head size, pipelined requests). Its SIGTERM handler also forgets the
 single-process REST server; the subclass tells uvicorn to exit so shutdown is prompt and clean.
 
 kserve logs every error with its traceback (whose frames hold the request's values) and answers with
