@@ -38,12 +38,12 @@ from mlsec.ingest.profile import Reference, ReferenceProfile, shipped
 from mlsec.registry import names
 from mlsec.registry.s3 import client_from_env
 from mlsec.registry.stages import governing_environments
-from mlsec.registry.store import Registry, RegistryError
+from mlsec.registry.store import RECORD_LIMIT, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 
 REFERENCE_TYPE = "https://mlsec.dev/attestation/reference-profile/v1"
-MAX_PROFILE_BYTES = 16 << 20  # a profile is tens of KB; anything near this is not ingest's
+MAX_PROFILE_BYTES = RECORD_LIMIT  # a profile is tens of KB; past what the registry reads back, not ingest's
 
 
 def _dir(name: str, version: str) -> str:
