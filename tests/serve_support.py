@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -88,3 +89,21 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes | str | Any, k
     resp = conn.getresponse()
     raw = resp.read()
     return resp.status, json.loads(raw) if raw else {}
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One response read from a raw socket: its head, then Content-Length bytes of body (less if the server
+    closes first). The socket's timeout makes a hang a failure."""
+    got = b""
+    while b"\r\n\r\n" not in got or (b"content-length" in got.lower() and not _complete(got)):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _complete(data: bytes) -> bool:
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length"))
+    return len(body) >= length

@@ -24,7 +24,7 @@ import requests
 from mlsec.sign import keys
 
 from conftest import Signed
-from serve_support import GOOD, V1, V2, Running, post, start
+from serve_support import GOOD, V1, V2, Running, post, read_response, start
 
 SSN = "123-45-6789"
 SWEEP_LOW, SWEEP_HIGH = [18, 0, 0, 0, 0, 0], [120, 5e6, 5e6, 100, 200, 1]
@@ -269,18 +269,6 @@ def _dribble(srv: Running, first: bytes, then: bytes, until: float) -> tuple[byt
     return reply, float("inf")
 
 
-def _response(s: socket.socket) -> bytes:
-    """One whole response read from a raw socket: its head, then Content-Length bytes of body."""
-    reply = b""
-    while b"\r\n\r\n" not in reply:
-        reply += s.recv(65536) or pytest.fail(f"closed after {reply!r}")
-    head, _, rest = reply.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(rest) < length:
-        rest += s.recv(65536) or pytest.fail(f"closed after {reply!r}")
-    return head + b"\r\n\r\n" + rest
-
-
 def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Running) -> None:
     served = post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0]
     body = json.dumps({"instances": [GOOD]}).encode()
@@ -308,12 +296,12 @@ def test_connections_holding_no_complete_head_are_closed_at_the_deadline(srv: Ru
     with socket.create_connection((srv.host, srv.port), timeout=10, source_address=(HEADLESS, 0)) as s:
         for conn in (idle, s):
             conn.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode())
-            assert _response(conn).startswith(b"HTTP/1.1 401")
+            assert read_response(conn).startswith(b"HTTP/1.1 401")
             conn.sendall(body)
         went_idle = time.monotonic()
         time.sleep(HEAD_TIMEOUT + 0.5)
         s.sendall(served_head + body)
-        assert _response(s).startswith(b"HTTP/1.1 200")
+        assert read_response(s).startswith(b"HTTP/1.1 200")
     with idle:
         assert idle.recv(1) == b""
     assert IDLE_TIMEOUT <= time.monotonic() - went_idle < IDLE_TIMEOUT + 1.5

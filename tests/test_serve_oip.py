@@ -25,7 +25,7 @@ from mlsec.sign import keys
 from mlsec.sign import stage as signing
 
 from conftest import Signed
-from serve_support import V1, V2, Running, post, start
+from serve_support import V1, V2, Running, post, read_response, start
 
 ROWS = 5
 
@@ -316,20 +316,8 @@ def _raw(srv: Running, head: bytes, body: bytes = b"", half_close: bool = False,
             s.sendall(data)
             if half_close:
                 s.shutdown(socket.SHUT_WR)
-            got = b""
-            while b"\r\n\r\n" not in got or (b"content-length" in got.lower() and not _complete(got)):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-            answers.append(got)
+            answers.append(read_response(s))
     return answers
-
-
-def _complete(data: bytes) -> bool:
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length"))
-    return len(body) >= length
 
 
 def _head(srv: Running, length: int | str, binary_length: int | str, chunked: bool = False) -> bytes:
