@@ -23,7 +23,7 @@ from mlsec.serve.auth import Lockout
 from mlsec.sign import keys
 
 from conftest import Signed
-from serve_support import GOOD, V1, Running, post, start
+from serve_support import GOOD, V1, Running, post, read_response, start
 
 HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 3.0
@@ -163,3 +163,22 @@ def test_pipelined_requests_are_queued_sixteen_at_most(srv: Running) -> None:
         time.sleep(2)
     grown_mib = (_rss_kib(srv) - before) / 1024
     assert grown_mib < 32, f"the server grew {grown_mib:.0f} MiB from 4 MiB of pipelined requests"
+
+
+def test_chunked_trailers_do_not_reach_the_model(srv: Running) -> None:
+    # httptools adds a chunked body's trailers to the request's headers as they arrive, after the guard read
+    # them. CloudEvents headers are a probe kserve answers visibly (a CloudEvent reply): as headers they reach
+    # it, as trailers they must not.
+    body = json.dumps({"instances": [GOOD]}).encode()
+    head = (f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {srv.keys['alice']}\r\n").encode()
+    ce = b"ce-specversion: 1.0\r\nce-source: probe\r\nce-type: probe\r\nce-id: 1\r\n"
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n"
+    replies = []
+    for request in (head + ce + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, chunked + ce + b"\r\n"):
+        with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+            s.sendall(request)
+            replies.append(read_response(s))
+    as_headers, as_trailers = replies
+    assert as_headers.startswith(b"HTTP/1.1 200") and b"\r\nce-specversion: 1.0\r\n" in as_headers, as_headers[:400]
+    assert as_trailers.startswith(b"HTTP/1.1 200") and b"\r\nce-" not in as_trailers, as_trailers[:400]

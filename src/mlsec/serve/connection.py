@@ -16,7 +16,9 @@ fields uvicorn answers 400 and closes. uvicorn parses every pipelined request in
 ten thousand tiny requests, 2 KiB of state each) and queues them all; past max_pipelined queued requests it
 answers 400 and closes. And it has no write deadline: a peer that stops reading (its TCP window shut) holds
 the connection, and the responses queued for it, for ever, even past close(); the kernel resets a connection
-whose sent data stays unacknowledged for write_timeout_s (TCP_USER_TIMEOUT, Linux).
+whose sent data stays unacknowledged for write_timeout_s (TCP_USER_TIMEOUT, Linux). A chunked body's
+trailers are dropped: httptools reports them as headers, and uvicorn would add them to the request's
+headers after the guard judged those (ASGI has no request trailers).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         self._head: asyncio.TimerHandle | None = None
         self._arm()
         self._head_bytes = 0
+        self._trailers = False
 
     def data_received(self, data: bytes) -> None:
         if self.cycle is None or self.cycle.response_complete:
@@ -53,6 +56,8 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
             self.transport.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._trailers:  # a chunked body's: uvicorn would add them to the headers the guard already judged
+            return
         if len(self.headers) >= self.max_headers:  # raised through httptools: uvicorn answers 400 and closes
             raise ValueError(f"more than {self.max_headers} header fields")
         super().on_header(name, value)
@@ -62,9 +67,11 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         self._cancel()
         self._head_bytes = 0
         super().on_headers_complete()
+        self._trailers = True  # any header from here to the next message is a trailer
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._trailers = False
         self._unset_keepalive_if_required()  # a request has begun: the connection is not idle
         self._arm()  # a pipelined head that began in the read that ended the last leftovers
 
