@@ -108,13 +108,19 @@ def test_a_request_with_too_many_header_fields_is_refused(srv: Running) -> None:
     assert _one_request(srv, 60).startswith(b"HTTP/1.1 200")
 
 
-def _held(srv: Running, client_port: int) -> bool:
-    """Whether the server still holds an established connection from this client port (/proc/net/tcp)."""
+def _server_end(srv: Running, client_port: int) -> tuple[str, int] | None:
+    """The state and unread byte count of the server's end of the connection from this client port
+    (/proc/net/tcp), or None once the kernel no longer has it."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, remote, state = line.split()[1:4]
+        local, remote, state, queues = line.split()[1:5]
         if int(local.split(":")[1], 16) == srv.port and int(remote.split(":")[1], 16) == client_port:
-            return state == "01"
-    return False
+            return state, int(queues.split(":")[1], 16)
+    return None
+
+
+def _held(srv: Running, client_port: int) -> bool:
+    """Whether the server still holds an established connection from this client port."""
+    return (_server_end(srv, client_port) or ("", 0))[0] == "01"
 
 
 def _never_reading(srv: Running) -> socket.socket:
@@ -128,14 +134,18 @@ def _never_reading(srv: Running) -> socket.socket:
 def test_a_client_that_stops_reading_is_reset_at_the_write_deadline(srv: Running) -> None:
     # One public request at a time, never reading a response: the responses fill the kernel's buffers and
     # uvicorn waits to write with no deadline of its own (no head, body or idle timer runs meanwhile).
+    # Each request is sent once the server has read the last: a read holding 17 of them would meet the
+    # pipelining limit, whose close frees the connection with or without a write deadline.
     with _never_reading(srv) as s:
         port = s.getsockname()[1]
-        try:
-            for _ in range(1500):
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\n\r\n")
-                time.sleep(0.003)
-        except OSError:
-            pass  # the server stopped reading (or already reset the connection)
+        for _ in range(3000):
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\n\r\n")
+            sent = time.monotonic()
+            while (end := _server_end(srv, port)) and end[1] and time.monotonic() - sent < 1:
+                time.sleep(0.002)
+            if not end or end[1]:
+                break  # the server stopped reading: its buffers to this client are full
+        assert end is not None and end[1], f"the server never stopped reading (its end: {end})"
         stalled = time.monotonic()
         while _held(srv, port) and time.monotonic() - stalled < WRITE_TIMEOUT + 10:
             time.sleep(0.2)
