@@ -192,3 +192,22 @@ def test_chunked_trailers_do_not_reach_the_model(srv: Running) -> None:
     as_headers, as_trailers = replies
     assert as_headers.startswith(b"HTTP/1.1 200") and b"\r\nce-specversion: 1.0\r\n" in as_headers, as_headers[:400]
     assert as_trailers.startswith(b"HTTP/1.1 200") and b"\r\nce-" not in as_trailers, as_trailers[:400]
+
+
+def test_protocol_upgrades_are_refused_and_closed(srv: Running) -> None:
+    # uvicorn handed a websocket upgrade to its websocket protocol, beyond the connection's deadlines: with a
+    # one-byte body it was never answered nor closed (held past every deadline, no key needed).
+    ws = (b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          b"Sec-WebSocket-Version: 13\r\n")
+    for request in (f"GET {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Length: 1\r\n".encode() + ws + b"\r\nx",
+                    b"GET /v2/health/ready HTTP/1.1\r\nHost: mlsec\r\n" + ws + b"\r\n",
+                    f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                    f"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: 2\r\n\r\n{{}}".encode(),
+                    b"CONNECT 127.0.0.1:8333 HTTP/1.1\r\nHost: 127.0.0.1:8333\r\n\r\n"):
+        with socket.create_connection((srv.host, srv.port), timeout=HEAD_TIMEOUT) as s:
+            s.sendall(request)
+            reply = b""
+            while chunk := s.recv(65536):  # to the close; a held connection times out here
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400") and b"Invalid HTTP request" in reply, (request[:60], reply[:300])
+    assert post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0] == 200

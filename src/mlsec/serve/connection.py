@@ -18,7 +18,8 @@ answers 400 and closes. And it has no write deadline: a peer that stops reading 
 the connection, and the responses queued for it, for ever, even past close(); the kernel resets a connection
 whose sent data stays unacknowledged for write_timeout_s (TCP_USER_TIMEOUT, Linux). A chunked body's
 trailers are dropped: httptools reports them as headers, and uvicorn would add them to the request's
-headers after the guard judged those (ASGI has no request trailers).
+headers after the guard judged those (ASGI has no request trailers); they count against max_head_bytes,
+not max_headers. A request to upgrade the protocol (websocket, h2c, CONNECT) is answered 400 and closed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._refuse_upgrade()
         self._queue_limit()
         self._cancel()
         self._head_bytes = 0
@@ -93,6 +95,13 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         sock = transport.get_extra_info("socket")
         if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.write_timeout_s * 1000))
+
+    def _refuse_upgrade(self) -> None:
+        # The server speaks HTTP/1.1 and nothing else. uvicorn handed a websocket upgrade to its websocket
+        # protocol, out of reach of these deadlines: one with a body was never answered nor closed (held for
+        # ever, no key needed). And the parser reads nothing past an h2c or CONNECT head.
+        if self.parser.should_upgrade():  # raised through httptools: uvicorn answers 400 and closes
+            raise ValueError("protocol upgrades are not served")
 
     def _queue_limit(self) -> None:
         if len(self.pipeline) >= self.max_pipelined:  # raised through httptools: uvicorn answers 400 and closes
