@@ -46,6 +46,7 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         self._arm()
         self._head_bytes = 0
         self._trailers = False
+        self._refusal: str | None = None
 
     def data_received(self, data: bytes) -> None:
         if self.cycle is None or self.cycle.response_complete:
@@ -59,8 +60,8 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._trailers:  # a chunked body's: uvicorn would add them to the headers the guard already judged
             return
-        if len(self.headers) >= self.max_headers:  # raised through httptools: uvicorn answers 400 and closes
-            raise ValueError(f"more than {self.max_headers} header fields")
+        if len(self.headers) >= self.max_headers:
+            self._refuse(f"more than {self.max_headers} header fields")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -100,12 +101,21 @@ class HeadDeadline(HttpToolsProtocol):  # type: ignore[misc]
         # The server speaks HTTP/1.1 and nothing else. uvicorn handed a websocket upgrade to its websocket
         # protocol, out of reach of these deadlines: one with a body was never answered nor closed (held for
         # ever, no key needed). And the parser reads nothing past an h2c or CONNECT head.
-        if self.parser.should_upgrade():  # raised through httptools: uvicorn answers 400 and closes
-            raise ValueError("protocol upgrades are not served")
+        if self.parser.should_upgrade():
+            self._refuse("protocol upgrades (websocket, h2c, CONNECT) are not served: send plain HTTP/1.1")
 
     def _queue_limit(self) -> None:
-        if len(self.pipeline) >= self.max_pipelined:  # raised through httptools: uvicorn answers 400 and closes
-            raise ValueError(f"more than {self.max_pipelined} pipelined requests")
+        if len(self.pipeline) >= self.max_pipelined:
+            self._refuse(f"more than {self.max_pipelined} pipelined requests")
+
+    def _refuse(self, why: str) -> None:
+        """Raised through httptools, so uvicorn answers 400 and closes; the answer says why (send_400_response)."""
+        self._refusal = why
+        raise ValueError(why)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers "Invalid HTTP request received." to every parse error: the client is told which limit.
+        super().send_400_response(self._refusal or msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
