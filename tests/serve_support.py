@@ -103,6 +103,15 @@ def read_response(s: socket.socket) -> bytes:
     return got
 
 
+def read_to_close(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection. The socket's timeout makes a held
+    connection a failure."""
+    reply = b""
+    while chunk := s.recv(65536):
+        reply += chunk
+    return reply
+
+
 def _complete(data: bytes) -> bool:
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length"))

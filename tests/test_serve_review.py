@@ -23,7 +23,7 @@ from mlsec.serve.auth import Lockout
 from mlsec.sign import keys
 
 from conftest import Signed
-from serve_support import GOOD, V1, Running, post, read_response, start
+from serve_support import GOOD, V1, Running, post, read_response, read_to_close, start
 
 HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 3.0
@@ -72,9 +72,7 @@ def test_a_header_bomb_is_cut_off_by_size_not_only_by_the_head_deadline(srv: Run
     with socket.create_connection((srv.host, srv.port), timeout=10) as s:
         s.sendall(f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Type: application/json\r\nConnection: close\r\n"
                   f"Authorization: Bearer {srv.keys['alice']}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunked)
-        reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
+        reply = read_to_close(s)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
 
 
@@ -96,10 +94,7 @@ def _one_request(srv: Running, extra_headers: int) -> bytes:
         s.sendall(f"POST {V1} HTTP/1.1\r\nHost: mlsec\r\nContent-Type: application/json\r\nConnection: close\r\n"
                   f"Authorization: Bearer {srv.keys['alice']}\r\n".encode() + pad
                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
-    return reply
+        return read_to_close(s)
 
 
 def test_a_request_with_too_many_header_fields_is_refused(srv: Running) -> None:
@@ -160,9 +155,7 @@ def test_pipelined_requests_are_queued_sixteen_at_most(srv: Running) -> None:
         with socket.create_connection((srv.host, srv.port), timeout=10) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\n\r\n" * (count - 1)
                       + b"GET /metrics HTTP/1.1\r\nHost: mlsec\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while chunk := s.recv(65536):
-                reply += chunk
+            reply = read_to_close(s)
         assert re.findall(rb"HTTP/1.1 (\d+)", reply) == answers, (count, reply[:300])
     assert reply.endswith(b"more than 16 pipelined requests")  # the 400 says which limit
     # 4 MiB of them, sent once and never read: uvicorn queued every one it read (~2 KiB each, 300+ MiB).
@@ -208,8 +201,6 @@ def test_protocol_upgrades_are_refused_and_closed(srv: Running) -> None:
                     b"CONNECT 127.0.0.1:8333 HTTP/1.1\r\nHost: 127.0.0.1:8333\r\n\r\n"):
         with socket.create_connection((srv.host, srv.port), timeout=HEAD_TIMEOUT) as s:
             s.sendall(request)
-            reply = b""
-            while chunk := s.recv(65536):  # to the close; a held connection times out here
-                reply += chunk
+            reply = read_to_close(s)  # a held connection times out here
         assert reply.startswith(b"HTTP/1.1 400") and b"protocol upgrades" in reply, (request[:60], reply[:300])
     assert post(srv.connect(), V1, {"instances": [GOOD]}, srv.keys["alice"])[0] == 200
